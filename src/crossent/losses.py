@@ -1,0 +1,2 @@
+"""Losses (placeholder until written)."""
+__all__: list[str] = []

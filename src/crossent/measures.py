@@ -1,0 +1,2 @@
+"""Information measures (placeholder until written)."""
+__all__: list[str] = []
