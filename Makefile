@@ -1,0 +1,34 @@
+# The README's commands.  Each target creates .venv on first use and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: report test bench screenshot clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files: reinstall when pyproject.toml changes.
+$(VENV)/.lab-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[lab]"
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+report: $(VENV)/.lab-installed  ## run the lab and write crossent-report/index.html
+	$(BIN)/crossent report $(ARGS)
+
+test: $(VENV)/.dev-installed  ## the whole test suite, doctests included
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.dev-installed  ## side-by-side benchmark (several minutes; keep the machine quiet)
+	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+screenshot: $(VENV)/.lab-installed  ## headless-Chromium screenshot of the report (needs Debian's chromium)
+	$(BIN)/python scripts/screenshot_report.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) crossent-report .pytest_cache
