@@ -95,7 +95,7 @@ def check_finite(x: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"`{name}` must be finite, got {x[idx]!r} at index {idx}.")
+        raise ValueError(f"`{name}` must be finite, got {float(x[idx])!r} at index {idx}.")
 
 
 def sum_tolerance(dtype) -> float:
@@ -109,7 +109,7 @@ def check_unit_interval(x: np.ndarray, name: str) -> None:
     bad = (x < 0) | (x > 1)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"`{name}` must lie in [0, 1], got {x[idx]!r} at index {idx}.")
+        raise ValueError(f"`{name}` must lie in [0, 1], got {float(x[idx])!r} at index {idx}.")
 
 
 def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) -> np.ndarray:
@@ -127,7 +127,7 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) ->
     check_finite(p, name)
     if (p < 0).any():
         idx = tuple(int(i) for i in np.argwhere(p < 0)[0])
-        raise ValueError(f"`{name}` must be non-negative, got {p[idx]!r} at index {idx}.")
+        raise ValueError(f"`{name}` must be non-negative, got {float(p[idx])!r} at index {idx}.")
     if p.shape[axis] == 0:
         raise ValueError(f"`{name}` has no outcomes along axis {axis} (shape {p.shape}).")
     totals = p.sum(axis=axis, dtype=np.float64, keepdims=True)
@@ -136,13 +136,15 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) ->
             idx = tuple(int(i) for i in np.argwhere(totals <= 0)[0])
             raise ValueError(f"`{name}` sums to 0 along axis {axis} at {_drop(idx, axis)}; cannot normalize.")
         return (p / totals).astype(p.dtype, copy=False)
-    if (p > 1).any():
-        idx = tuple(int(i) for i in np.argwhere(p > 1)[0])
+    tol = sum_tolerance(p.dtype)
+    # Entries may exceed 1 by the tolerance the sum has: a marginal of a
+    # one-row joint table can be 1.0000000000000002.
+    if (p > 1 + tol).any():
+        idx = tuple(int(i) for i in np.argwhere(p > 1 + tol)[0])
         raise ValueError(
-            f"`{name}` must lie in [0, 1], got {p[idx]!r} at index {idx}; "
+            f"`{name}` must lie in [0, 1], got {float(p[idx])!r} at index {idx}; "
             "pass normalize=True to treat weights or counts as a distribution."
         )
-    tol = sum_tolerance(p.dtype)
     off = np.abs(totals - 1) > tol
     if off.any():
         idx = tuple(int(i) for i in np.argwhere(off)[0])
@@ -183,7 +185,7 @@ def check_weights(w, name: str, shape: tuple | None = None) -> np.ndarray:
     check_finite(w, name)
     if (w < 0).any():
         idx = tuple(int(i) for i in np.argwhere(w < 0)[0])
-        raise ValueError(f"`{name}` must be non-negative, got {w[idx]!r} at index {idx}.")
+        raise ValueError(f"`{name}` must be non-negative, got {float(w[idx])!r} at index {idx}.")
     return w
 
 

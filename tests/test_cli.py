@@ -1,0 +1,162 @@
+"""Tests for the `crossent` command (crossent.cli.main and python -m crossent)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from crossent.cli import main
+
+
+def run(capsys, *argv):
+    """main(argv) -> (exit status, stdout, stderr)."""
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+class TestInfo:
+    def test_one_in_a_hundred_event_in_bits(self, capsys):
+        status, out, err = run(capsys, "info", "0.01", "--base", "2")
+        assert (status, err) == (0, "")
+        assert out == f"I(0.01) = {math.log2(100):.6g} bits\n"
+
+    def test_one_line_per_probability_in_nats_by_default(self, capsys):
+        status, out, _ = run(capsys, "info", "0.5", "1", "0")
+        assert status == 0
+        assert out.splitlines() == ["I(0.5) = 0.693147 nats", "I(1) = 0 nats", "I(0) = inf nats"]
+
+    def test_json_lists_every_value_and_writes_inf_as_string(self, capsys):
+        status, out, _ = run(capsys, "info", "0.5", "0.25", "0", "--base", "2", "--json")
+        assert status == 0
+        data = json.loads(out)
+        assert data["measure"] == "self-information" and data["unit"] == "bits" and data["base"] == 2.0
+        assert data["p"] == [0.5, 0.25, 0.0]
+        assert data["values"] == [1.0, 2.0, "inf"]
+
+    def test_probability_above_one_is_exit_2_with_one_line(self, capsys):
+        status, out, err = run(capsys, "info", "1.5")
+        assert status == 2 and out == ""
+        assert err.count("\n") == 1
+        assert err.startswith("crossent info: error: `p` must lie in [0, 1]")
+
+
+class TestEntropy:
+    def test_plain_output_in_bits(self, capsys):
+        status, out, _ = run(capsys, "entropy", "0.5", "0.25", "0.25", "--base", "2")
+        assert (status, out) == (0, "H(p) = 1.5 bits\n")
+
+    def test_base_e_means_nats(self, capsys):
+        status, out, _ = run(capsys, "entropy", "0.5", "0.5", "--base", "e")
+        assert (status, out) == (0, f"H(p) = {math.log(2):.6g} nats\n")
+
+    def test_base_10_is_hartleys(self, capsys):
+        status, out, _ = run(capsys, "entropy", "0.1", "0.9", "--base", "10")
+        assert status == 0 and out.endswith(" hartleys\n")
+
+    def test_normalize_accepts_counts(self, capsys):
+        status, out, _ = run(capsys, "entropy", "2", "1", "1", "--normalize", "--base", "2", "--json")
+        assert status == 0
+        data = json.loads(out)
+        assert data["value"] == pytest.approx(1.5)
+        assert data["normalize"] is True and data["p"] == [2.0, 1.0, 1.0]
+
+    def test_counts_without_normalize_suggest_the_flag(self, capsys):
+        status, _, err = run(capsys, "entropy", "3", "1")
+        assert status == 2 and err.count("\n") == 1
+        assert "pass --normalize" in err
+
+    def test_unnormalized_probabilities_show_the_sum(self, capsys):
+        status, _, err = run(capsys, "entropy", "0.5", "0.6")
+        assert status == 2
+        assert "sums to 1.1" in err and "Traceback" not in err
+
+    @pytest.mark.parametrize("argv, message", [
+        (["entropy", "0.5", "abc"], "argument p: not a number: 'abc'"),
+        (["entropy", "0.5", "0.5", "--base", "x"], "argument --base: not a number: 'x'"),
+        (["entropy", "0.5", "0.5", "--base", "1"], "`base` must be a positive finite number other than 1"),
+        (["entropy", "nan", "1"], "`p` must be finite"),
+        (["entropy"], "the following arguments are required: p"),
+    ])
+    def test_bad_input_is_exit_2_with_one_line_on_stderr(self, capsys, argv, message):
+        status, out, err = run(capsys, *argv)
+        assert status == 2 and out == ""
+        assert err.count("\n") == 1
+        assert err.startswith("crossent entropy: error: ") and message in err
+
+
+class TestPairCommands:
+    def test_cross_entropy_of_fair_coin_under_90_10_model(self, capsys):
+        status, out, _ = run(capsys, "cross-entropy", "--p", "0.5", "0.5", "--q", "0.9", "0.1", "--base", "2")
+        expected = -0.5 * (math.log2(0.9) + math.log2(0.1))
+        assert (status, out) == (0, f"H(p, q) = {expected:.6g} bits\n")
+
+    def test_kl_four_outcome_example_is_quarter_bit(self, capsys):
+        status, out, _ = run(capsys, "kl", "--p", "0.5", "0.25", "0.125", "0.125",
+                             "--q", "0.25", "0.25", "0.25", "0.25", "--base", "2")
+        assert (status, out) == (0, "D(p || q) = 0.25 bits\n")
+
+    def test_kl_json_is_one_object_with_inputs_and_inf(self, capsys):
+        status, out, _ = run(capsys, "kl", "--p", "0.5", "0.5", "--q", "1", "0", "--json")
+        assert status == 0 and out.count("\n") == 1
+        assert json.loads(out) == {"measure": "kl-divergence", "value": "inf", "unit": "nats", "base": None,
+                                   "normalize": False, "p": [0.5, 0.5], "q": [1.0, 0.0]}
+
+    def test_one_unit_is_written_in_the_singular(self, capsys):
+        status, out, _ = run(capsys, "js", "--p", "1", "0", "--q", "0", "1", "--base", "2")
+        assert (status, out) == (0, "JS(p, q) = 1 bit\n")
+
+    def test_js_of_disjoint_coins_is_one_bit(self, capsys):
+        status, out, _ = run(capsys, "js", "--p", "1", "0", "--q", "0", "1", "--base", "2", "--json")
+        assert status == 0 and json.loads(out)["value"] == pytest.approx(1.0)
+
+    def test_normalize_applies_to_p_and_q(self, capsys):
+        status, out, _ = run(capsys, "kl", "--p", "1", "1", "--q", "1", "1", "--normalize")
+        assert (status, out) == (0, "D(p || q) = 0 nats\n")
+
+    def test_missing_q_is_exit_2(self, capsys):
+        status, _, err = run(capsys, "kl", "--p", "0.5", "0.5")
+        assert status == 2 and err.count("\n") == 1
+        assert "the following arguments are required: --q" in err
+
+    def test_different_lengths_name_both_shapes(self, capsys):
+        status, _, err = run(capsys, "cross-entropy", "--p", "0.5", "0.5", "--q", "0.2", "0.3", "0.5")
+        assert status == 2 and err.count("\n") == 1
+        assert "(2,) and (3,)" in err
+
+    def test_bad_q_is_named_q(self, capsys):
+        status, _, err = run(capsys, "js", "--p", "0.5", "0.5", "--q", "0.5", "0.4")
+        assert status == 2 and "`q` must sum to 1" in err
+
+
+class TestTopLevel:
+    def test_help_lists_commands_and_examples(self, capsys):
+        status, out, _ = run(capsys, "--help")
+        assert status == 0
+        for command in ("info", "entropy", "cross-entropy", "kl", "js", "examples:"):
+            assert command in out
+
+    def test_subcommand_help_has_examples(self, capsys):
+        status, out, _ = run(capsys, "entropy", "--help")
+        assert status == 0 and "examples:\n  crossent entropy 0.5 0.25 0.25 --base 2" in out
+
+    def test_missing_command_is_exit_2(self, capsys):
+        status, out, err = run(capsys)
+        assert status == 2 and out == "" and err.count("\n") == 1
+
+    def test_unknown_command_is_exit_2(self, capsys):
+        status, _, err = run(capsys, "entropie", "0.5", "0.5")
+        assert status == 2 and err.count("\n") == 1 and "invalid choice: 'entropie'" in err
+
+    def test_version(self, capsys):
+        status, out, _ = run(capsys, "--version")
+        assert status == 0 and out.startswith("crossent ")
+
+
+def test_python_dash_m_crossent_runs_the_same_command():
+    result = subprocess.run([sys.executable, "-m", "crossent", "info", "0.5", "--base", "2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "I(0.5) = 1 bit\n"
