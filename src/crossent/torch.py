@@ -1,0 +1,783 @@
+"""PyTorch drop-ins backed by crossent's fused CPU kernels.
+
+This is the only module of the package that imports :mod:`torch`; import it
+explicitly (``import crossent.torch``), ``import crossent`` never loads torch.
+
+Which one to use
+----------------
+* :func:`cross_entropy` / :class:`CrossEntropyLoss`: replace
+  ``torch.nn.functional.cross_entropy`` / ``torch.nn.CrossEntropyLoss`` (same
+  signatures, same defaults, same ``state_dict`` keys and ``repr``).  On CPU
+  tensors the loss and its gradient come from one fused pass of
+  ``crossent.kernels`` (the gradient is computed during the forward pass and
+  only scaled in backward); elsewhere plain torch ops compute the same numbers.
+* :func:`binary_cross_entropy_with_logits` / :class:`BCEWithLogitsLoss`: the
+  same for ``torch.nn.functional.binary_cross_entropy_with_logits``.
+* :func:`linear_cross_entropy`: the last layer of a language model,
+  ``cross_entropy(hidden @ weight.T + bias, target)``, computed in chunks of
+  tokens so that the full ``N x V`` logits never exist; use it when ``V`` is
+  large (its peak extra memory is one chunk of logits, at most 48 MiB by default).
+
+Intentional differences from torch (everything else matches)
+-------------------------------------------------------------
+* A ``mean`` over a batch whose targets are all ignored (or an empty batch) is
+  ``0`` with a zero gradient; torch returns NaN.
+* Bad input is a ``ValueError``/``TypeError`` naming the parameter: integer
+  targets outside ``[0, C)`` (torch: an opaque error), probability targets that
+  are not distributions or BCE targets outside ``[0, 1]`` (torch accepts them
+  silently), negative or non-finite class weights, NaN or ``+inf`` logits.
+* Integer targets may have any integer dtype (torch requires int64).
+* :func:`cross_entropy` takes an extra keyword ``z_loss`` (the PaLM auxiliary
+  loss ``z_loss * logsumexp(x)**2`` per non-ignored example, not multiplied by
+  the class weight; ``mean`` divides it by the same denominator as the loss);
+  :class:`CrossEntropyLoss` takes it too (shown in its ``repr`` when non-zero).
+* No gradient flows to ``weight``/``pos_weight`` on the fused path; if the
+  target or a weight requires grad, plain torch ops are used instead (same
+  numbers, full autograd).  Double backward is not supported
+  (``once_differentiable``); a second backward through a retained graph works.
+* float16/bfloat16 inputs are computed in float32; the loss and the input
+  gradient come back in the input's dtype.
+* :func:`linear_cross_entropy` follows ``F.linear(hidden, weight, bias)`` +
+  ``F.cross_entropy`` (torch 2.13's ``F.linear_cross_entropy`` gives the same
+  numbers; there the bias is the keyword ``linear_bias`` and ``weight`` means
+  class weights).  It has no class weights nor probability targets.
+* On non-CPU devices the label and NaN checks synchronise with the device once
+  per call (per chunk in :func:`linear_cross_entropy`).
+
+Memory
+------
+The fused functions save the input gradient (one ``N x C`` array) in forward
+instead of the softmax that torch saves.  When the logits had to be copied
+anyway (class dim not last, float16/bfloat16), the kernel writes the gradient
+into that copy, so no further ``N x C`` array is allocated.  A unit upstream
+gradient (``loss.backward()``) returns the saved gradient as is; any other
+scale allocates the scaled gradient (the saved one is never modified, so that a
+retained graph can be run again).  :func:`linear_cross_entropy` holds one chunk
+of logits at a time plus the gradients of its inputs.
+
+Examples
+--------
+>>> import torch
+>>> import crossent.torch as ct
+>>> logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], requires_grad=True)
+>>> target = torch.tensor([0, 2])
+>>> loss = ct.cross_entropy(logits, target)
+>>> loss.backward()
+>>> torch.allclose(loss, torch.nn.functional.cross_entropy(logits, target))
+True
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from crossent import _validate
+
+__all__ = [
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "linear_cross_entropy",
+    "CrossEntropyLoss",
+    "BCEWithLogitsLoss",
+    "default_chunk_size",
+]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# One chunk of float32 logits in linear_cross_entropy.  Larger chunks re-read W and
+# re-write grad_W less often (faster); 48 MiB keeps the extra memory under a tenth of
+# what F.linear + F.cross_entropy needs at (N, D, V) = (1024, 2048, 128256).
+_CHUNK_BYTES = 48 * 2**20
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _kernels():
+    """``crossent.kernels`` if it is available, else ``None`` (then the NumPy reference serves)."""
+    try:
+        from crossent import kernels
+    except ImportError:
+        return None
+    return kernels if hasattr(kernels, "softmax_cross_entropy_fused") else None
+
+
+def _reference_losses():
+    from crossent import losses
+
+    return losses
+
+
+def _softmax_ce_numpy(x, y, w, ignore_index, label_smoothing, z_loss, reduction, inplace):
+    """Loss and gradient of the reduced loss for a 2-D C-contiguous NumPy ``x`` (the one internal call)."""
+    kernels = _kernels()
+    if kernels is not None and kernels.supports_softmax(x, y):
+        return kernels.softmax_cross_entropy_fused(
+            x, y, class_weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing,
+            z_loss=z_loss, reduction=reduction, inplace=inplace, num_threads=torch.get_num_threads())
+    # Without the kernels, the NumPy reference (same semantics, slower, allocates its own grad).
+    return _reference_losses().softmax_cross_entropy_with_grad(
+        x, y, axis=-1, class_weight=w, ignore_index=ignore_index,
+        label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction)
+
+
+def _sigmoid_bce_numpy(x, y, pos_weight, sample_weight, reduction, inplace):
+    kernels = _kernels()
+    if kernels is not None and hasattr(kernels, "sigmoid_binary_cross_entropy_fused"):
+        return kernels.sigmoid_binary_cross_entropy_fused(
+            x, y, pos_weight=pos_weight, sample_weight=sample_weight, reduction=reduction,
+            inplace=inplace, num_threads=torch.get_num_threads())
+    return _reference_losses().sigmoid_binary_cross_entropy_with_grad(
+        x, y, pos_weight=pos_weight, sample_weight=sample_weight, reduction=reduction)
+
+
+def _softmax_ce_rows_torch(logits, target, class_weight, ignore_index, label_smoothing, z_loss):
+    """Per-row losses and the mean's denominator with plain (differentiable) torch ops.
+
+    Integer targets (``w`` the class weights, ``eps`` the smoothing, ``C`` classes):
+    ``row_i = w[y_i] * (1 - eps) * nll_i + eps/C * sum_c w_c * nll_ic + z * lse_i**2``
+    for non-ignored rows, 0 for ignored ones; the mean divides by ``sum_i w[y_i]``.
+    Probability targets: ``row_i = -sum_c w_c t'_ic log p_ic + z * lse_i**2`` with
+    ``t' = (1 - eps) t + eps/C``; the mean divides by the number of rows.
+    """
+    n, c = logits.shape
+    # logsumexp subtracts the row maximum first, so exp never overflows.
+    lse = torch.logsumexp(logits, dim=-1)
+    bad = torch.isnan(lse) | (lse == math.inf)
+    if bool(bad.any()):
+        row = int(torch.nonzero(bad)[0, 0])
+        raise ValueError(f"`input` must not contain NaN or +inf logits (found in row {row}).")
+    log_probs = logits - lse[:, None]
+    weights = None if class_weight is None else class_weight.to(logits.dtype)
+    if target.is_floating_point():
+        soft = target.to(logits.dtype)
+        if label_smoothing:
+            soft = (1 - label_smoothing) * soft + label_smoothing / c
+        weighted = soft if weights is None else soft * weights
+        # 0 * log 0 := 0, so masked (-inf) classes with no target mass contribute nothing.
+        rows = -torch.where(weighted != 0, weighted * log_probs, 0.0).sum(-1)
+        if z_loss:
+            rows = rows + z_loss * torch.where(lse.isfinite(), lse, 0.0) ** 2
+        return rows, torch.tensor(float(n), dtype=logits.dtype, device=logits.device)
+    valid = target != ignore_index
+    safe_target = torch.where(valid, target, 0)
+    nll = -log_probs.gather(1, safe_target[:, None]).squeeze(1)
+    row_weight = valid.to(logits.dtype) if weights is None else weights[safe_target] * valid
+    per_example = row_weight * (1 - label_smoothing) * nll
+    if z_loss:
+        per_example = per_example + z_loss * lse**2
+    if label_smoothing:
+        # A masked (-inf) class of weight 0 contributes 0, not 0 * inf.
+        weighted = log_probs if weights is None else torch.where(weights > 0, log_probs * weights, 0.0)
+        per_example = per_example - label_smoothing / c * weighted.sum(-1)
+    rows = torch.where(valid, per_example, 0.0)
+    return rows, row_weight.sum()
+
+
+def _reduce(rows, denom, reduction):
+    if reduction == "none":
+        return rows
+    total = rows.sum()
+    if reduction == "sum":
+        return total
+    # An all-ignored (or empty) batch has total 0: return 0, not 0/0 = NaN.
+    return total / torch.where(denom > 0, denom, torch.ones_like(denom))
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _reduction_from_legacy(size_average, reduce, reduction):
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    return _validate.check_reduction(reduction)
+
+
+def _check_float_tensor(x, name):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}.")
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}.")
+
+
+def _check_ignore_index(ignore_index):
+    try:
+        return operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"`ignore_index` must be an integer, got {ignore_index!r}.") from None
+
+
+def _check_class_labels(labels, num_classes, ignore_index):
+    """O(N) range check; labels is a 1-D integer tensor."""
+    if labels.device.type == "cpu":
+        _validate.check_integer_labels(labels.numpy(), num_classes, "target", ignore_index)
+        return
+    bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
+    if bool(bad.any()):
+        value = int(labels[bad][0])
+        raise ValueError(f"`target` must lie in [0, {num_classes}) (or equal to ignore_index={ignore_index}), "
+                         f"got {value}.")
+
+
+def _check_probability_targets(target):
+    """Rows of a 2-D float target must be distributions (two cheap reductions: min and row sums)."""
+    if target.numel() == 0:
+        return
+    target = target.detach()
+    low = float(target.min())
+    if not low >= 0:  # also catches NaN
+        raise ValueError(f"`target` probabilities must be non-negative and finite, got a minimum of {low!r}.")
+    sums = target.sum(-1, dtype=torch.float64)
+    tol = _validate.sum_tolerance(np.float32 if target.dtype != torch.float64 else np.float64)
+    off = (sums - 1).abs() > tol
+    if bool(off.any()):  # a NaN or inf sum also lands here via the next check
+        row = int(torch.nonzero(off)[0, 0])
+        raise ValueError(f"`target` rows must sum to 1 (tolerance {tol:.1e}); "
+                         f"row {row} sums to {float(sums[row])!r}.")
+    if not bool(sums.isfinite().all()):
+        raise ValueError("`target` probabilities must be finite.")
+
+
+def _check_weight(weight, name, shape=None, broadcast_to=None):
+    """Finite non-negative weights of an exact `shape`, or broadcastable to `broadcast_to` (one pass)."""
+    if weight is None:
+        return None
+    _check_float_tensor(weight, name)
+    if shape is not None and weight.shape != tuple(shape):
+        raise ValueError(f"`{name}` must have shape {tuple(shape)}, got {tuple(weight.shape)}.")
+    if broadcast_to is not None:
+        try:
+            fits = torch.broadcast_shapes(weight.shape, broadcast_to) == broadcast_to
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"`{name}` of shape {tuple(weight.shape)} does not broadcast to "
+                             f"`input` of shape {tuple(broadcast_to)}.")
+    bad = ~(weight.detach() >= 0) | (weight.detach() == math.inf)  # NaN fails `>= 0`
+    if bool(bad.any()):
+        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
+        raise ValueError(f"`{name}` must be non-negative and finite, got {float(weight[idx])!r} at index {idx}.")
+    return weight
+
+
+def _fused_device(tensor) -> bool:
+    """Whether the fused NumPy kernels can serve this tensor (CPU only; tests patch this)."""
+    return tensor.device.type == "cpu"
+
+
+def _owns_storage(tensor, original):
+    """True when `tensor` is a fresh copy, so the kernel may overwrite it with the gradient."""
+    return tensor.untyped_storage().data_ptr() != original.untyped_storage().data_ptr()
+
+
+def _is_one(grad_output):
+    return grad_output.numel() == 1 and grad_output.device.type == "cpu" and float(grad_output) == 1.0
+
+
+# --------------------------------------------------------------------------- softmax cross-entropy
+
+
+class _SoftmaxCrossEntropyFunction(torch.autograd.Function):
+    """Fused CPU cross-entropy on a 2-D contiguous float32/float64 tensor: loss now, gradient saved."""
+
+    @staticmethod
+    def forward(ctx, logits, target, class_weight, ignore_index, label_smoothing, z_loss, reduction,
+                want_grad, inplace):
+        weight_np = None if class_weight is None else class_weight.detach().to(logits.dtype).numpy()
+        x = logits.detach().numpy()
+        loss, grad = _softmax_ce_numpy(
+            x, target.detach().numpy(), weight_np,
+            None if target.is_floating_point() else ignore_index,
+            label_smoothing, z_loss, reduction, inplace)
+        ctx.reduction = reduction
+        ctx.grad = torch.from_numpy(np.asarray(grad)) if want_grad else None
+        return torch.from_numpy(np.asarray(loss, dtype=x.dtype))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        return (_scale_saved_grad(ctx.grad, grad_loss, ctx.reduction),) + (None,) * 8
+
+
+def _class_last_rows(x):
+    """(C,) -> (1, C); (N, C, d1, ...) -> (N*d1*..., C) with the class dim last (a view when possible)."""
+    return x.reshape(1, -1) if x.ndim == 1 else x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def _scale_saved_grad(grad, grad_loss, reduction):
+    """Chain rule: the saved gradient times the upstream gradient.
+
+    The saved gradient is never scaled in place: the graph may be retained and
+    run again (``retain_graph=True``, gradcheck).  A unit upstream gradient
+    (``loss.backward()``) returns it without any copy.
+    """
+    if reduction == "none":
+        return grad * grad_loss.to(grad.dtype)[:, None]
+    if _is_one(grad_loss):
+        return grad
+    return grad * grad_loss.to(grad.dtype)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0, *, z_loss=0.0):
+    r"""Softmax cross-entropy from logits, a drop-in for ``torch.nn.functional.cross_entropy``.
+
+    For integer targets :math:`y_i` with class weights :math:`w`, smoothing
+    :math:`\varepsilon`, :math:`C` classes and :math:`\ell_i = \operatorname{logsumexp}(x_i)`:
+
+    .. math::
+
+        L_i = (1-\varepsilon)\,w_{y_i}(\ell_i - x_{i y_i})
+              + \frac{\varepsilon}{C}\sum_c w_c (\ell_i - x_{ic}) + z\,\ell_i^2,
+        \qquad \frac{\partial L_i}{\partial x_{ic}} =
+              (1-\varepsilon)\,w_{y_i}(p_{ic} - [c = y_i])
+              + \frac{\varepsilon}{C}\Big(p_{ic}\sum_k w_k - w_c\Big) + 2 z \ell_i p_{ic},
+
+    with :math:`p_i = \operatorname{softmax}(x_i)`; ignored targets give 0 and
+    ``mean`` divides by :math:`\sum_i w_{y_i}` over the non-ignored targets (0 if
+    there are none).  Probability targets :math:`t` use
+    :math:`L_i = -\sum_c w_c t'_{ic}\log p_{ic} + z\ell_i^2` with
+    :math:`t' = (1-\varepsilon)t + \varepsilon/C`, and ``mean`` divides by the
+    number of rows.  The kernels subtract each row's maximum before ``exp``, so
+    any finite logits (and ``-inf`` masks) are safe.
+
+    Args:
+        input: logits of shape ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)`` (class dim 1).
+        target: integer class indices of shape ``()``, ``(N,)`` or ``(N, d1, ...)``, or
+            probabilities of the input's shape.
+        weight: optional ``(C,)`` non-negative class weights.
+        size_average, reduce: deprecated, as in torch.
+        ignore_index: integer target value that contributes nothing.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        label_smoothing: in ``[0, 1]``.
+        z_loss: non-negative coefficient of the ``logsumexp**2`` auxiliary loss.
+
+    Returns:
+        The loss in the input's dtype: a scalar, or the target's shape for ``"none"``.
+
+    Examples:
+        >>> import torch
+        >>> from crossent.torch import cross_entropy
+        >>> x = torch.zeros(2, 4, requires_grad=True)  # uniform: loss ln 4 per row
+        >>> loss = cross_entropy(x, torch.tensor([1, 3]))
+        >>> round(loss.item(), 6) == round(float(torch.log(torch.tensor(4.0))), 6)
+        True
+        >>> loss.backward(); x.grad[0]
+        tensor([ 0.1250, -0.3750,  0.1250,  0.1250])
+        >>> cross_entropy(x, torch.tensor([-100, -100])).item()  # torch: nan
+        0.0
+    """
+    reduction = _reduction_from_legacy(size_average, reduce, reduction)
+    _check_float_tensor(input, "input")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}.")
+    label_smoothing = _validate.check_label_smoothing(label_smoothing)
+    z_loss = _validate.check_nonnegative_scalar(z_loss, "z_loss")
+    ignore_index = _check_ignore_index(ignore_index)
+    if input.ndim == 0:
+        raise ValueError("`input` must have a class dimension, got a 0-d tensor.")
+    class_dim = 0 if input.ndim == 1 else 1
+    num_classes = input.shape[class_dim]
+    probability_targets = target.is_floating_point()
+    if probability_targets:
+        _validate.check_same_shape(target, input, "target", "input")
+    else:
+        if target.dtype == torch.bool or target.is_complex():
+            raise TypeError(f"`target` must hold integer class indices or float probabilities, got {target.dtype}.")
+        expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
+        if target.shape != expected:
+            raise ValueError(f"`target` must have shape {tuple(expected)} for `input` of shape "
+                             f"{tuple(input.shape)}, got {tuple(target.shape)}.")
+    weight = _check_weight(weight, "weight", shape=(num_classes,))
+
+    # Class dim last, rows flattened.  For (N, C, d1, ...) this is one copy of the
+    # logits (read + write N*C*d bytes once), and autograd turns the gradient back
+    # with a free permuted view; (N, C) and (C,) inputs are used as they are.
+    logits2d = _class_last_rows(input)
+    if probability_targets:
+        target2d = _class_last_rows(target)
+    else:
+        target2d = target.reshape(-1)
+        if target2d.dtype != torch.int64:
+            target2d = target2d.to(torch.int64)
+    compute_dtype = torch.float32 if input.dtype in _LOW_PRECISION else input.dtype
+    logits2d = logits2d.to(compute_dtype).contiguous()
+    if probability_targets:
+        target2d = target2d.to(compute_dtype).contiguous()
+        _check_probability_targets(target2d)
+    else:
+        target2d = target2d.contiguous()
+        _check_class_labels(target2d, num_classes, ignore_index)
+
+    fused = (_fused_device(input) and compute_dtype in (torch.float32, torch.float64)
+             and not target.requires_grad and not (weight is not None and weight.requires_grad))
+    if fused and logits2d.shape[0] > 0:
+        want_grad = torch.is_grad_enabled() and input.requires_grad
+        loss = _SoftmaxCrossEntropyFunction.apply(
+            logits2d, target2d.detach(), None if weight is None else weight.detach(), ignore_index,
+            label_smoothing, z_loss, reduction, want_grad, _owns_storage(logits2d, input))
+    else:
+        rows, denom = _softmax_ce_rows_torch(logits2d, target2d, weight, ignore_index, label_smoothing, z_loss)
+        loss = _reduce(rows, denom, reduction)
+    if reduction == "none":
+        loss = loss.reshape(target.shape if not probability_targets else
+                            input.shape[:class_dim] + input.shape[class_dim + 1:])
+    return loss.to(input.dtype)
+
+
+# --------------------------------------------------------------------------- sigmoid binary cross-entropy
+
+
+class _SigmoidBCEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, target, pos_weight, sample_weight, reduction, want_grad, inplace):
+        x = logits.detach().numpy()
+        loss, grad = _sigmoid_bce_numpy(
+            x, target.numpy(), None if pos_weight is None else pos_weight.numpy(),
+            None if sample_weight is None else sample_weight.numpy(), reduction, inplace)
+        ctx.reduction = reduction
+        ctx.grad = torch.from_numpy(np.asarray(grad)) if want_grad else None
+        return torch.from_numpy(np.asarray(loss, dtype=x.dtype)).reshape(logits.shape if reduction == "none" else ())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        grad = ctx.grad
+        if ctx.reduction == "none":
+            return (grad * grad_loss.to(grad.dtype),) + (None,) * 6
+        return (_scale_saved_grad(grad, grad_loss, ctx.reduction),) + (None,) * 6
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    r"""Sigmoid binary cross-entropy from logits, a drop-in for torch's function of the same name.
+
+    With sample weight :math:`w`, positive-class weight :math:`p` and
+    :math:`\log\sigma(-x) = \log(1-\sigma(x))`:
+
+    .. math::
+
+        L = -w\,[\,p\,y \log\sigma(x) + (1-y)\log\sigma(-x)\,],
+        \qquad \frac{\partial L}{\partial x} = w\,[\,(p y + 1 - y)\,\sigma(x) - p y\,].
+
+    Both logs are evaluated as ``-softplus(-x)`` / ``-softplus(x)``, which never
+    overflow, so any finite logit gives a finite loss.  ``mean`` divides by the
+    number of elements (the weights are not normalised), as torch does.
+
+    Args:
+        input: logits of any shape.
+        target: targets in ``[0, 1]``, same shape as `input`.
+        weight: optional non-negative sample weights broadcastable to `input`.
+        size_average, reduce: deprecated, as in torch.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        pos_weight: optional non-negative weights of positive examples, broadcastable to
+            `input` (usually one per class, along the last dimension).
+
+    Returns:
+        The loss in the input's dtype (the input's shape for ``"none"``).
+
+    Examples:
+        >>> import torch
+        >>> from crossent.torch import binary_cross_entropy_with_logits
+        >>> x = torch.zeros(3, requires_grad=True)  # sigma(0) = 1/2: ln 2 each
+        >>> loss = binary_cross_entropy_with_logits(x, torch.tensor([1.0, 0.0, 1.0]))
+        >>> round(loss.item(), 6)
+        0.693147
+        >>> loss.backward(); x.grad
+        tensor([-0.1667,  0.1667, -0.1667])
+    """
+    reduction = _reduction_from_legacy(size_average, reduce, reduction)
+    _check_float_tensor(input, "input")
+    _check_float_tensor(target, "target")
+    _validate.check_same_shape(target, input, "target", "input")
+    _check_weight(weight, "weight", broadcast_to=input.shape)
+    _check_weight(pos_weight, "pos_weight", broadcast_to=input.shape)
+    if target.numel():
+        low, high = torch.aminmax(target.detach())
+        if not (float(low) >= 0 and float(high) <= 1):  # NaN fails both comparisons
+            raise ValueError(f"`target` must lie in [0, 1], got values in [{float(low)!r}, {float(high)!r}].")
+
+    needs_autograd_through_extras = target.requires_grad or any(
+        w is not None and w.requires_grad for w in (weight, pos_weight))
+    if not _fused_device(input) or needs_autograd_through_extras or input.numel() == 0:
+        loss = F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
+        if input.numel() == 0 and reduction == "mean":
+            loss = loss.nan_to_num(0.0)  # an empty batch: 0, as for cross_entropy
+        return loss
+
+    compute_dtype = torch.float32 if input.dtype in _LOW_PRECISION else input.dtype
+    logits = input.to(compute_dtype).contiguous()
+    # The weights keep their own (broadcastable) shapes: the kernel repeats a
+    # per-column pos_weight instead of materialising it.
+    pos, sample = (None if w is None else w.detach().to(compute_dtype).contiguous() for w in (pos_weight, weight))
+    want_grad = torch.is_grad_enabled() and input.requires_grad
+    loss = _SigmoidBCEFunction.apply(logits, target.detach().to(compute_dtype).contiguous(), pos, sample,
+                                     reduction, want_grad, _owns_storage(logits, input))
+    return loss.to(input.dtype)
+
+
+# --------------------------------------------------------------------------- linear + cross-entropy
+
+
+def default_chunk_size(num_classes: int) -> int:
+    """Rows per chunk in :func:`linear_cross_entropy`: float32 logits of at most 48 MiB.
+
+    A multiple of 8 rows (for the matrix multiply), at least 1.
+
+    Examples:
+        >>> default_chunk_size(32768), default_chunk_size(128256), default_chunk_size(10**9)
+        (384, 96, 1)
+    """
+    rows = _CHUNK_BYTES // (4 * max(int(num_classes), 1))
+    return max(1, rows - rows % 8 if rows >= 8 else rows)
+
+
+def _chunk_loss_and_grad(logits, labels, ignore_index, label_smoothing):
+    """Per-row losses and the per-row gradient (overwriting the chunk buffer on CPU)."""
+    if _fused_device(logits):
+        rows, grad = _softmax_ce_numpy(logits.numpy(), labels.numpy(), None, ignore_index,
+                                       label_smoothing, 0.0, "none", True)
+        return torch.from_numpy(np.asarray(rows)), torch.from_numpy(np.asarray(grad))
+    leaf = logits.detach().requires_grad_()
+    with torch.enable_grad():
+        rows, _ = _softmax_ce_rows_torch(leaf, labels, None, ignore_index, label_smoothing, 0.0)
+        (grad,) = torch.autograd.grad(rows.sum(), leaf)
+    return rows.detach(), grad
+
+
+def _linear_ce_pass(hidden, weight, bias, labels, ignore_index, label_smoothing, chunk_size, *,
+                    scale=1.0, row_scale=None, grad_hidden=None, grad_weight=None, grad_bias=None):
+    """One pass over the tokens in chunks: per-row losses, and the gradients into the given buffers.
+
+    The gradient of chunk ``k`` is ``d_k = scale * row_scale[:, None] * dL/dlogits_k``; then
+    ``grad_hidden[k] = d_k @ W``, ``grad_weight += d_k.T @ h_k``, ``grad_bias += d_k.sum(0)``.
+    The matrix products run in the input's dtype (as ``F.linear`` would); float16/bfloat16
+    logits are widened to float32 for the softmax, one chunk at a time.
+    """
+    n = hidden.shape[0]
+    num_classes = weight.shape[0]
+    low_precision = hidden.dtype in _LOW_PRECISION
+    ce_dtype = torch.float32 if low_precision else hidden.dtype
+    rows_out = torch.empty(n, dtype=ce_dtype, device=hidden.device)
+    want_grad = any(g is not None for g in (grad_hidden, grad_weight, grad_bias))
+    buffer = None
+    if _fused_device(hidden):  # one reused chunk buffer; the kernel writes d_k over the logits
+        buffer = torch.empty(min(chunk_size, n), num_classes, dtype=ce_dtype)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        h = hidden[start:stop]
+        out = None if buffer is None or low_precision else buffer[: stop - start]
+        logits = torch.mm(h, weight.t(), out=out) if bias is None else torch.addmm(bias, h, weight.t(), out=out)
+        if low_precision:
+            logits = logits.float() if buffer is None else buffer[: stop - start].copy_(logits)
+        rows, dlogits = _chunk_loss_and_grad(logits, labels[start:stop], ignore_index, label_smoothing)
+        rows_out[start:stop] = rows
+        if not want_grad:
+            continue
+        if row_scale is not None:
+            dlogits.mul_(row_scale[start:stop].to(ce_dtype)[:, None])
+        if grad_bias is not None:
+            grad_bias.add_(dlogits.sum(0).to(grad_bias.dtype), alpha=scale)
+        dlogits = dlogits.to(hidden.dtype)
+        if grad_hidden is not None:
+            # beta=0: the uninitialised buffer is ignored, not multiplied.
+            torch.addmm(grad_hidden[start:stop], dlogits, weight, beta=0, alpha=scale, out=grad_hidden[start:stop])
+        if grad_weight is not None:
+            grad_weight.addmm_(dlogits.t(), h, alpha=scale)
+    return rows_out
+
+
+def _new_grads(hidden, weight, bias, needs):
+    """Gradient buffers in the inputs' dtype: grad_hidden is fully overwritten, the others accumulate."""
+    return [torch.empty(hidden.shape, dtype=hidden.dtype, device=hidden.device) if needs[0] else None,
+            torch.zeros_like(weight) if needs[1] else None,
+            torch.zeros_like(bias) if needs[2] and bias is not None else None]
+
+
+class _LinearCrossEntropyFunction(torch.autograd.Function):
+    """Chunked linear + cross-entropy; for mean/sum the gradients are formed in forward.
+
+    Backward hands the precomputed gradients over to autograd and drops its own
+    reference, so that autograd can adopt the weight gradient as ``weight.grad``
+    without a copy and the upstream scaling can be done in place.  A second
+    backward through a retained graph (``retain_graph=True``, gradcheck) finds
+    them gone and recomputes them chunk by chunk from the saved inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, ignore_index, label_smoothing, reduction, chunk_size,
+                needs):
+        ctx.reduction = reduction
+        ctx.options = (ignore_index, label_smoothing, chunk_size)
+        # The mean's normaliser must be known before any chunk gradient is formed.
+        count = int((labels != ignore_index).sum())
+        ctx.scale = scale = 1.0 / count if reduction == "mean" and count > 0 else 1.0
+        grads = [None, None, None]
+        if reduction != "none" and any(needs):
+            grads = _new_grads(hidden, weight, bias, needs)
+        rows = _linear_ce_pass(hidden, weight, bias, labels, ignore_index, label_smoothing, chunk_size,
+                               scale=scale, grad_hidden=grads[0], grad_weight=grads[1], grad_bias=grads[2])
+        ctx.save_for_backward(hidden, weight, bias, labels)  # the inputs themselves: no extra memory
+        ctx.grads = grads if reduction != "none" and any(needs) else None
+        return (rows if reduction == "none" else rows.sum() * scale).to(hidden.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        hidden, weight, bias, labels = ctx.saved_tensors
+        if ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None
+            if not _is_one(grad_loss):
+                for grad in grads:
+                    if grad is not None:
+                        grad.mul_(grad_loss.to(grad.dtype))  # in place: nobody else holds them now
+            return (*grads,) + (None,) * 6
+        # Recompute the logits chunk by chunk: always for "none" (each row has its own
+        # upstream gradient, unknown in forward), else on a second backward.
+        ignore_index, label_smoothing, chunk_size = ctx.options
+        grads = _new_grads(hidden, weight, bias, ctx.needs_input_grad)
+        row_scale = grad_loss if ctx.reduction == "none" else (grad_loss * ctx.scale).expand(hidden.shape[0])
+        _linear_ce_pass(hidden, weight, bias, labels, ignore_index, label_smoothing, chunk_size,
+                        row_scale=row_scale, grad_hidden=grads[0], grad_weight=grads[1], grad_bias=grads[2])
+        return (*grads,) + (None,) * 6
+
+
+def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100, label_smoothing=0.0,
+                         reduction="mean", chunk_size=None):
+    r"""Cross-entropy of a linear projection, computed in chunks without the full logits.
+
+    .. math::
+
+        L = \operatorname{CE}(h W^\top + b,\ y), \qquad
+        \frac{\partial L}{\partial h} = G W,\quad
+        \frac{\partial L}{\partial W} = G^\top h,\quad
+        \frac{\partial L}{\partial b} = \textstyle\sum_i G_i,
+
+    where :math:`G = \partial L / \partial(\text{logits})` is formed one chunk of
+    tokens at a time during the forward pass and consumed immediately, so the
+    extra memory is one chunk of logits (``chunk_size x V``, by default at most
+    48 MiB of float32, see :func:`default_chunk_size`) plus the gradients themselves.
+    Matches ``F.cross_entropy(F.linear(hidden, weight, bias), target, ...)``,
+    and ``torch.nn.functional.linear_cross_entropy(hidden, weight, target,
+    linear_bias=bias, ...)`` (ours has no class weights nor probability targets).
+    An all-ignored batch gives 0 for ``mean`` (torch: NaN).
+
+    With ``reduction="none"`` the upstream gradient is per row, so backward
+    recomputes the logits chunk by chunk (twice the matrix-multiply work);
+    ``"mean"``/``"sum"`` precompute the gradients in forward and only scale them.
+    The matrix products run in the inputs' dtype, like ``F.linear``; float16 and
+    bfloat16 logits are widened to float32 for the softmax, one chunk at a time.
+
+    Args:
+        hidden: ``(N, D)`` or ``(B, T, D)`` features.
+        weight: ``(V, D)`` projection (the ``nn.Linear`` layout).
+        target: integer classes of shape ``hidden.shape[:-1]``.
+        bias: optional ``(V,)``.
+        ignore_index, label_smoothing, reduction: as in :func:`cross_entropy`.
+        chunk_size: tokens per chunk (default :func:`default_chunk_size`).
+
+    Returns:
+        The loss in the hidden's dtype (shape of `target` for ``"none"``).
+
+    Examples:
+        >>> import torch
+        >>> from crossent.torch import linear_cross_entropy
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        >>> w = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+        >>> y = torch.tensor([0, 6, 2, -100, 3])
+        >>> loss = linear_cross_entropy(h, w, y, chunk_size=2)
+        >>> ref = torch.nn.functional.cross_entropy(h @ w.T, y)
+        >>> torch.allclose(loss, ref)
+        True
+        >>> loss.backward(); torch.allclose(w.grad, torch.autograd.grad(ref, w)[0])
+        True
+    """
+    reduction = _validate.check_reduction(reduction)
+    for name, tensor in (("hidden", hidden), ("weight", weight)):
+        _check_float_tensor(tensor, name)
+    label_smoothing = _validate.check_label_smoothing(label_smoothing)
+    ignore_index = _check_ignore_index(ignore_index)
+    if weight.ndim != 2:
+        raise ValueError(f"`weight` must have shape (V, D), got {tuple(weight.shape)}.")
+    if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(f"`hidden` must end with D={weight.shape[1]} features, got shape {tuple(hidden.shape)}.")
+    if bias is not None:
+        _check_float_tensor(bias, "bias")
+        if bias.shape != weight.shape[:1]:
+            raise ValueError(f"`bias` must have shape ({weight.shape[0]},), got {tuple(bias.shape)}.")
+    for name, tensor in (("weight", weight), ("bias", bias)):
+        if tensor is not None and (tensor.dtype != hidden.dtype or tensor.device != hidden.device):
+            raise TypeError(f"`{name}` must have the dtype and device of `hidden` ({hidden.dtype}, {hidden.device}),"
+                            f" got {tensor.dtype}, {tensor.device}.")
+    if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.dtype == torch.bool:
+        got = getattr(target, "dtype", type(target).__name__)
+        raise TypeError(f"`target` must be an integer tensor of class indices, got {got}.")
+    if target.shape != hidden.shape[:-1]:
+        raise ValueError(f"`target` must have shape {tuple(hidden.shape[:-1])}, got {tuple(target.shape)}.")
+    if chunk_size is None:
+        chunk_size = default_chunk_size(weight.shape[0])
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
+
+    hidden2d = hidden.reshape(-1, hidden.shape[-1])
+    labels = target.reshape(-1).to(torch.int64).contiguous()
+    _check_class_labels(labels, weight.shape[0], ignore_index)
+    grad_enabled = torch.is_grad_enabled()
+    needs = tuple(grad_enabled and t is not None and t.requires_grad for t in (hidden, weight, bias))
+    loss = _LinearCrossEntropyFunction.apply(hidden2d, weight, bias, labels, ignore_index, label_smoothing,
+                                             reduction, int(chunk_size), needs)
+    return loss.reshape(target.shape) if reduction == "none" else loss
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
+    """Drop-in for ``torch.nn.CrossEntropyLoss`` computed by :func:`cross_entropy`.
+
+    Same constructor, buffers (``weight``), ``state_dict`` and ``repr``; an
+    ``isinstance`` check against torch's class still holds.  Extra keyword:
+    ``z_loss``.
+
+    Examples:
+        >>> import torch
+        >>> from crossent.torch import CrossEntropyLoss
+        >>> CrossEntropyLoss(weight=torch.ones(3)).state_dict()
+        OrderedDict([('weight', tensor([1., 1., 1.]))])
+    """
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0, *, z_loss=0.0):
+        super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+        self.z_loss = _validate.check_nonnegative_scalar(z_loss, "z_loss")
+
+    def extra_repr(self) -> str:
+        return f"z_loss={self.z_loss}" if self.z_loss else ""
+
+    def forward(self, input, target):
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing, z_loss=self.z_loss)
+
+
+class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
+    """Drop-in for ``torch.nn.BCEWithLogitsLoss`` computed by :func:`binary_cross_entropy_with_logits`.
+
+    Same constructor, buffers (``weight``, ``pos_weight``), ``state_dict`` and ``repr``.
+
+    Examples:
+        >>> import torch
+        >>> from crossent.torch import BCEWithLogitsLoss
+        >>> BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))
+        BCEWithLogitsLoss()
+    """
+
+    def forward(self, input, target):
+        return binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
+                                                pos_weight=self.pos_weight)
