@@ -415,8 +415,8 @@ def test_bce_every_option_matches_torch(backend, dtype):
 
 def test_bce_large_flat_array_uses_threads_and_matches_torch(backend):
     rng = np.random.default_rng(11)
-    x = (rng.standard_normal(300_001) * 5).astype(np.float32)
-    y = (rng.random(300_001) < 0.3).astype(np.float32)
+    x = (rng.standard_normal(2_500_001) * 5).astype(np.float32)  # several blocks of 2^20
+    y = (rng.random(2_500_001) < 0.3).astype(np.float32)
     pw = np.array([3.0])
     loss, grad = sigmoid_binary_cross_entropy_fused(x, y, pos_weight=pw, num_threads=2)
     ref_loss, ref_grad = torch_bce(x, y, pos_weight=pw)
@@ -424,6 +424,7 @@ def test_bce_large_flat_array_uses_threads_and_matches_torch(backend):
     assert_close(grad, ref_grad, np.float32, "grad")
     loss1, grad1 = sigmoid_binary_cross_entropy_fused(x, y, pos_weight=pw, num_threads=1)
     np.testing.assert_array_equal(grad1, grad)
+    assert loss1 == pytest.approx(loss, rel=1e-6)
 
 
 def test_bce_hand_computed_and_extreme_logits(backend):

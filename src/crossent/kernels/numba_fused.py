@@ -187,6 +187,9 @@ def softmax_int_rows(x, g, labels, kept, weight, has_weight, smoothing, z_loss, 
     return -1
 
 
+JIT_BLOCK_BYTES = 1 << 25  # rows are walked inside: big blocks, few dispatches
+
+
 def softmax_int_block(x, grad, lo, hi, opt, row_loss):
     """Block worker with the signature of :func:`numpy_blocked.softmax_int_block`."""
     weight = opt.class_weight if opt.class_weight is not None else _NO_WEIGHT
@@ -199,6 +202,7 @@ def softmax_int_block(x, grad, lo, hi, opt, row_loss):
         _raise_non_finite(x, bad_row)
 
 
+softmax_int_block.block_bytes = JIT_BLOCK_BYTES
 _NO_WEIGHT = np.ones(1, dtype=np.float32)
 
 
@@ -243,37 +247,42 @@ def bce_point(xj, yj, p, w, scale):
 
 
 @njit(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
-def sigmoid_bce_flat(x, y, g, losses, pos_weight, pos_full, sample_weight, sample_full,
-                     smoothing, scale, lo, hi, inplace):
-    """Elements [lo, hi) of the flattened BCE; weights are length-1 (scalar) or full-length arrays.
+def sigmoid_bce_flat(x, y, g, losses, pos_weight, pos_full, sample_weight, sample_full, smoothing, scale, inplace):
+    """BCE of one block of flat arrays; weights are length-1 (scalar) or the block's own slice.
 
-    Returns the sum of the block's losses (float64): not finite if a logit is not.
+    Writes the gradient (into `x` itself when `inplace`) and the elementwise
+    losses; returns their sum (float32 over chunks of CHUNK elements, added in
+    float64), which is not finite if a logit is not.
     """
     keep = F32(1.0 - smoothing)
     half_eps = F32(smoothing / 2.0)
     sc = F32(scale)
     p0 = pos_weight[0]
     w0 = sample_weight[0]
+    n = x.shape[0]
     total = 0.0
-    # Views indexed from 0, so LLVM sees no negative index and vectorises.
-    xs, ys, ls = x[lo:hi], y[lo:hi], losses[lo:hi]
-    ps = pos_weight[lo:hi] if pos_full else pos_weight
-    ws = sample_weight[lo:hi] if sample_full else sample_weight
-    if inplace:  # one array: LLVM's overlap check would refuse to vectorise x -> g
-        for j in range(hi - lo):
-            p = ps[j] if pos_full else p0
-            w = ws[j] if sample_full else w0
-            loss, grad = bce_point(xs[j], F32(ys[j]) * keep + half_eps, p, w, sc)
-            xs[j] = grad
-            ls[j] = loss
-            total += loss
-    else:
-        gs = g[lo:hi]
-        for j in range(hi - lo):
-            p = ps[j] if pos_full else p0
-            w = ws[j] if sample_full else w0
-            loss, grad = bce_point(xs[j], F32(ys[j]) * keep + half_eps, p, w, sc)
-            gs[j] = grad
-            ls[j] = loss
-            total += loss
+    for c0 in range(0, n, CHUNK):
+        c1 = min(c0 + CHUNK, n)
+        # Views indexed from 0, so LLVM sees no negative index and vectorises.
+        xc, yc, gc, lc = x[c0:c1], y[c0:c1], g[c0:c1], losses[c0:c1]
+        pc = pos_weight[c0:c1] if pos_full else pos_weight
+        wc = sample_weight[c0:c1] if sample_full else sample_weight
+        acc = F32(0.0)
+        if inplace:  # one array: LLVM's overlap check would refuse to vectorise x -> g
+            for j in range(c1 - c0):
+                p = pc[j] if pos_full else p0
+                w = wc[j] if sample_full else w0
+                loss, grad = bce_point(xc[j], F32(yc[j]) * keep + half_eps, p, w, sc)
+                xc[j] = grad
+                lc[j] = loss
+                acc += loss
+        else:
+            for j in range(c1 - c0):
+                p = pc[j] if pos_full else p0
+                w = wc[j] if sample_full else w0
+                loss, grad = bce_point(xc[j], F32(yc[j]) * keep + half_eps, p, w, sc)
+                gc[j] = grad
+                lc[j] = loss
+                acc += loss
+        total += acc
     return total

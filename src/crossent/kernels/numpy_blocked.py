@@ -44,7 +44,8 @@ def _pool(num_threads: int) -> ThreadPoolExecutor:
         return pool
 
 
-def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: int = 1) -> None:
+def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: int = 1,
+                  block_bytes: int | None = None) -> None:
     """Call ``work(lo, hi)`` on consecutive blocks covering ``range(n_items)``.
 
     The items are split into one contiguous run per thread; each thread walks
@@ -53,7 +54,9 @@ def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: 
     """
     if n_items == 0:
         return
-    per_block = max(align, BLOCK_BYTES // max(item_bytes, 1) // align * align)
+    per_block = max(align, (block_bytes or BLOCK_BYTES) // max(item_bytes, 1) // align * align)
+    share = -(-n_items // max(num_threads, 1))  # every thread gets at least one block
+    per_block = min(per_block, -(-share // align) * align)
     n_blocks = -(-n_items // per_block)
     threads = min(num_threads, n_blocks)
     if threads <= 1 or n_items * item_bytes < SINGLE_THREAD_BYTES:
@@ -171,7 +174,8 @@ def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     p_coef = (1 - eps) * w_target  # multiplies p_j in the gradient
     if eps:
         # (eps/V) sum_c w_c (lse - x_c): the smoothing term, weighted per class like PyTorch.
-        loss += np.where(kept, eps / num_classes * (opt.weight_total * lse - weighted_sum), 0.0)
+        with np.errstate(invalid="ignore"):  # -inf - -inf on all-masked rows, fixed below
+            loss += np.where(kept, eps / num_classes * (opt.weight_total * lse - weighted_sum), 0.0)
         p_coef = p_coef + kept * (eps / num_classes * opt.weight_total)
     if opt.z_loss:
         loss += np.where(kept, opt.z_loss * lse**2, 0.0)
@@ -241,11 +245,13 @@ def softmax_cross_entropy(x, grad, opt: SoftmaxOptions, num_threads: int, block=
     row_loss = np.empty(x.shape[0], dtype=np.float64)
     if block is None:
         block = softmax_prob_block if opt.targets is not None else softmax_int_block
-    run_in_blocks(lambda lo, hi: block(x, grad, lo, hi, opt, row_loss), x.shape[0], x.strides[0], num_threads)
+    block_bytes = getattr(block, "block_bytes", None)
+    run_in_blocks(lambda lo, hi: block(x, grad, lo, hi, opt, row_loss), x.shape[0], x.strides[0], num_threads,
+                  block_bytes=block_bytes)
     return row_loss
 
 
-def _flat_operand(w, shape, dtype, align_hint):
+def _flat_operand(w, shape, dtype):
     """Describe how a broadcast operand repeats in the flattened array.
 
     Returns ``(kind, array, period)``: ``("scalar", value, 1)``, ``("full",
@@ -277,7 +283,20 @@ def _operand_block(op, lo, hi):
     return np.tile(arr, (hi - lo) // period)  # lo, hi are multiples of the period
 
 
-def _run_numba_bce(kernel, xf, yf, gf, losses, pw, sw, smoothing, scale, num_threads, shape, inplace):
+_scratch = threading.local()
+
+
+def _scratch_block(n: int) -> np.ndarray:
+    """A per-thread float32 buffer of at least `n` elements, reused across calls."""
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.size < n:
+        buf = _scratch.buf = np.empty(n, np.float32)
+    return buf[:n]
+
+
+def _run_numba_bce(kernel, xf, yf, gf, pw, sw, smoothing, scale, num_threads, shape, inplace, losses):
+    """Blocks of the Numba BCE; returns the total loss (float64).  `losses` (flat) is filled when given."""
+
     def operand(op):
         if op is None:
             return np.ones(1, np.float32), False
@@ -285,26 +304,36 @@ def _run_numba_bce(kernel, xf, yf, gf, losses, pw, sw, smoothing, scale, num_thr
         return (np.full(1, arr, np.float32), False) if kind == "scalar" else (arr, True)
 
     (pos, pos_full), (sample, sample_full) = operand(pw), operand(sw)
+    per_block = 1 << 20  # elements: few dispatches, and a 4 MiB loss scratch per thread
+    block_sums = {}
 
     def work(lo, hi):
-        block_sum = kernel(xf, yf, gf, losses, pos, pos_full, sample, sample_full, smoothing, scale, lo, hi, inplace)
-        if not math.isfinite(block_sum):
-            # The element's loss is NaN/inf (in place, its logit is already overwritten).
-            bad = np.flatnonzero(~np.isfinite(xf[lo:hi] if not inplace else losses[lo:hi]))
+        lb = losses[lo:hi] if losses is not None else _scratch_block(hi - lo)
+        total = kernel(xf[lo:hi], yf[lo:hi], gf[lo:hi], lb, pos[lo:hi] if pos_full else pos, pos_full,
+                       sample[lo:hi] if sample_full else sample, sample_full, smoothing, scale, inplace)
+        block_sums[lo] = total
+        if not math.isfinite(total):
+            # A non-finite logit gives a non-finite loss (in place its logit is already
+            # overwritten: a NaN leaves a NaN gradient, an infinity a finite one).
+            bad = np.flatnonzero(~np.isfinite(lb))
             if bad.size:
-                _raise_bad_bce_logit(xf, lo + int(bad[0]), shape)
+                k = lo + int(bad[0])
+                _raise_bad_bce_logit(xf, k, shape, nan=bool(np.isnan(xf[k])))
 
-    run_in_blocks(work, xf.size, 4 * 8, num_threads)
+    run_in_blocks(work, xf.size, 4, num_threads, align=per_block, block_bytes=4 * per_block)
+    return math.fsum(block_sums.values())
 
 
-def _raise_bad_bce_logit(xf, flat_index, shape):
+def _raise_bad_bce_logit(xf, flat_index, shape, nan=None):
     idx = tuple(int(i) for i in np.unravel_index(flat_index, shape))
-    what = "NaN" if np.isnan(xf[flat_index]) else "an infinity"
+    what = "NaN" if (np.isnan(xf[flat_index]) if nan is None else nan) else "an infinity"
     raise ValueError(f"`logits` contains {what} at index {idx}; logits must be finite.")
 
 
-def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, smoothing, scale, num_threads, numba_bce=None):
-    """Elementwise BCE from logits on flattened arrays; fills `grad`, returns block loss sums or rows.
+def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, smoothing, scale, num_threads, keep_losses, numba_bce=None):
+    """Elementwise BCE from logits on flattened arrays; fills `grad`.
+
+    Returns the flat elementwise losses if `keep_losses`, else their sum (float64).
 
     loss = w [ (1 - y) x + (1 + (p - 1) y) softplus(-x) ],   d loss/dx = w [ (1 + (p - 1) y) sigmoid(x) - p y ]
     with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0): exp never sees a positive
@@ -313,20 +342,21 @@ def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, smoothing, scale, num_
     shape, dtype = x.shape, x.dtype
     xf, yf, gf = x.reshape(-1), y.reshape(-1), grad.reshape(-1)
     n = xf.size
-    pw = None if pos_weight is None else _flat_operand(pos_weight, shape, dtype, None)
-    sw = None if sample_weight is None else _flat_operand(sample_weight, shape, dtype, None)
+    pw = None if pos_weight is None else _flat_operand(pos_weight, shape, dtype)
+    sw = None if sample_weight is None else _flat_operand(sample_weight, shape, dtype)
     periods = [op[2] for op in (pw, sw) if op is not None]
     align = math.lcm(*periods) if periods else 1
     if align * dtype.itemsize > 64 * BLOCK_BYTES:  # a huge period: materialise instead of tiling
         pw = pw if pw is None or pw[0] != "periodic" else ("full", np.broadcast_to(pos_weight, shape).astype(dtype).reshape(-1), 1)
         sw = sw if sw is None or sw[0] != "periodic" else ("full", np.broadcast_to(sample_weight, shape).astype(dtype).reshape(-1), 1)
         align = 1
-    losses = np.empty(n, dtype=dtype)
-    one = dtype.type(1)
     if numba_bce is not None and dtype == np.float32 and align == 1:
         yf = yf if yf.dtype == np.float32 else yf.astype(np.float32)
-        _run_numba_bce(numba_bce, xf, yf, gf, losses, pw, sw, smoothing, scale, num_threads, shape, grad is x)
-        return losses
+        losses = np.empty(n, dtype=dtype) if keep_losses else None
+        total = _run_numba_bce(numba_bce, xf, yf, gf, pw, sw, smoothing, scale, num_threads, shape, grad is x, losses)
+        return losses if keep_losses else total
+    losses = np.empty(n, dtype=dtype)
+    one = dtype.type(1)
 
     def work(lo, hi):
         # Infinite logits make NaN here on purpose: the check below reports them.
@@ -371,4 +401,4 @@ def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, smoothing, scale, num_
             gb *= dtype.type(scale)
 
     run_in_blocks(work, n, dtype.itemsize * 8, num_threads, align=align)
-    return losses
+    return losses if keep_losses else float(losses.sum(dtype=np.float64))
