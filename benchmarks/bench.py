@@ -44,7 +44,8 @@ FULL = {
 }
 QUICK = {"ce": [(256, 4096)], "bce": [(1 << 20,)], "linear_ce": [(128, 64, 2048)]}
 PROVIDERS = {
-    "ce": ["crossent", "crossent-inplace", "crossent.torch", "torch-eager", "torch-compile", "numpy-reference"],
+    "ce": ["crossent", "crossent-inplace", "crossent.torch", "crossent.torch-inplace", "torch-eager",
+           "torch-compile", "numpy-reference"],
     "bce": ["crossent", "crossent-inplace", "crossent.torch", "torch-eager"],
     "linear_ce": ["crossent.torch", "torch-eager", "torch-linear_cross_entropy"],
 }
@@ -114,11 +115,24 @@ def _child_ce(provider, shape, reps):
         return baseline, grad_bytes, _time_it(step, reps), None
 
     torch.set_num_threads(THREADS)
-    x = torch.from_numpy(logits).requires_grad_(True)
+    x = torch.from_numpy(logits.copy() if provider == "crossent.torch-inplace" else logits).requires_grad_(True)
     y = torch.from_numpy(labels)
     compile_seconds = None
+    prepare = None
     if provider == "crossent.torch":
         from crossent.torch import cross_entropy as fn
+    elif provider == "crossent.torch-inplace":
+        import functools
+
+        from crossent.torch import cross_entropy
+
+        # The logits' memory receives their gradient (opt-in); restore them, untimed.
+        fn = functools.partial(cross_entropy, inplace_backward=True)
+        grad_bytes = 0
+
+        def prepare():
+            with torch.no_grad():
+                x.copy_(torch.from_numpy(logits))
     elif provider == "torch-eager":
         fn = torch.nn.functional.cross_entropy
     elif provider == "torch-compile":
@@ -134,7 +148,7 @@ def _child_ce(provider, shape, reps):
         x.grad = None
         fn(x, y).backward()
 
-    first, times = _time_it(step, reps)
+    first, times = _time_it(step, reps, prepare)
     if provider == "torch-compile":
         compile_seconds = first
     return baseline, grad_bytes, (first, times), compile_seconds

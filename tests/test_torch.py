@@ -739,3 +739,46 @@ def test_without_the_kernels_the_numpy_reference_serves(monkeypatch):
                             upstream=torch.ones(6, 5, 2, dtype=torch.float64))
     assert_close(ours[0], theirs[0])
     assert_close(ours[1], theirs[1])
+
+
+class TestInplaceBackward:
+    def test_gradients_through_linear_match_torch_and_allocate_no_new_buffer(self):
+        torch.manual_seed(0)
+        hidden = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+        layer = torch.nn.Linear(16, 301, dtype=torch.float64)
+        target = torch.randint(0, 301, (37,))
+        target[3] = -100
+
+        expected = F.cross_entropy(layer(hidden), target, label_smoothing=0.1)
+        expected.backward()
+        want = [hidden.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()]
+        hidden.grad = layer.weight.grad = layer.bias.grad = None
+
+        logits = layer(hidden)
+        seen = {}
+        logits.register_hook(lambda g: seen.update(ptr=g.data_ptr()))
+        loss = ct.cross_entropy(logits, target, label_smoothing=0.1, inplace_backward=True)
+        torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+        # The logits now hold their own gradient, and backward hands that very memory on.
+        assert seen == {} and not torch.equal(logits.detach(), layer(hidden).detach())
+        (loss * 3.0).backward()
+        for got, ref in zip([hidden.grad, layer.weight.grad, layer.bias.grad], want):
+            torch.testing.assert_close(got, 3.0 * ref, rtol=1e-10, atol=1e-12)
+
+    def test_unit_upstream_gradient_reuses_the_logits_memory(self):
+        logits = torch.randn(8, 50, requires_grad=True)
+        work = logits * 1.0  # a non-leaf, like a model's output
+        seen = {}
+        work.register_hook(lambda g: seen.update(ptr=g.data_ptr()))
+        ct.cross_entropy(work, torch.randint(0, 50, (8,)), inplace_backward=True).backward()
+        assert seen["ptr"] == work.data_ptr()
+
+    def test_without_grad_the_input_is_left_alone(self):
+        logits = torch.randn(4, 9)
+        before = logits.clone()
+        ct.cross_entropy(logits, torch.tensor([0, 1, 2, 3]), inplace_backward=True)
+        assert torch.equal(logits, before)
+
+    def test_module_repr_shows_the_option(self):
+        assert "inplace_backward=True" in repr(ct.CrossEntropyLoss(inplace_backward=True))
+        assert repr(ct.CrossEntropyLoss()) == repr(torch.nn.CrossEntropyLoss())

@@ -325,7 +325,7 @@ def _scale_saved_grad(grad, grad_loss, reduction):
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                  reduction="mean", label_smoothing=0.0, *, z_loss=0.0):
+                  reduction="mean", label_smoothing=0.0, *, z_loss=0.0, inplace_backward=False):
     r"""Softmax cross-entropy from logits, a drop-in for ``torch.nn.functional.cross_entropy``.
 
     For integer targets :math:`y_i` with class weights :math:`w`, smoothing
@@ -357,6 +357,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         label_smoothing: in ``[0, 1]``.
         z_loss: non-negative coefficient of the ``logsumexp**2`` auxiliary loss.
+        inplace_backward: opt-in (as Liger-Kernel does on GPUs): on the fused
+            CPU path, write the gradient into `input`'s own memory during the
+            forward pass, so that no ``N x C`` array is allocated at all.  Only
+            for logits that nothing reads after the loss (e.g. the output of a
+            final ``nn.Linear``, whose backward needs its input and weight, not
+            its output): afterwards `input` holds the gradient, not the logits.
 
     Returns:
         The loss in the input's dtype: a scalar, or the target's shape for ``"none"``.
@@ -421,7 +427,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         want_grad = torch.is_grad_enabled() and input.requires_grad
         loss = _SoftmaxCrossEntropyFunction.apply(
             logits2d, target2d.detach(), None if weight is None else weight.detach(), ignore_index,
-            label_smoothing, z_loss, reduction, want_grad, _owns_storage(logits2d, input))
+            label_smoothing, z_loss, reduction, want_grad,
+            _owns_storage(logits2d, input) or (inplace_backward and want_grad))
     else:
         rows, denom = _softmax_ce_rows_torch(logits2d, target2d, weight, ignore_index, label_smoothing, z_loss)
         loss = _reduce(rows, denom, reduction)
@@ -743,8 +750,8 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """Drop-in for ``torch.nn.CrossEntropyLoss`` computed by :func:`cross_entropy`.
 
     Same constructor, buffers (``weight``), ``state_dict`` and ``repr``; an
-    ``isinstance`` check against torch's class still holds.  Extra keyword:
-    ``z_loss``.
+    ``isinstance`` check against torch's class still holds.  Extra keywords:
+    ``z_loss`` and ``inplace_backward`` (see :func:`cross_entropy`).
 
     Examples:
         >>> import torch
@@ -754,16 +761,19 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
-                 label_smoothing=0.0, *, z_loss=0.0):
+                 label_smoothing=0.0, *, z_loss=0.0, inplace_backward=False):
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         self.z_loss = _validate.check_nonnegative_scalar(z_loss, "z_loss")
+        self.inplace_backward = bool(inplace_backward)
 
     def extra_repr(self) -> str:
-        return f"z_loss={self.z_loss}" if self.z_loss else ""
+        extra = [f"z_loss={self.z_loss}"] * bool(self.z_loss) + ["inplace_backward=True"] * self.inplace_backward
+        return ", ".join(extra)
 
     def forward(self, input, target):
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                             reduction=self.reduction, label_smoothing=self.label_smoothing, z_loss=self.z_loss)
+                             reduction=self.reduction, label_smoothing=self.label_smoothing, z_loss=self.z_loss,
+                             inplace_backward=self.inplace_backward)
 
 
 class BCEWithLogitsLoss(torch.nn.BCEWithLogitsLoss):
