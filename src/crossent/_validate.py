@@ -134,7 +134,8 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) ->
     if normalize:
         if (totals <= 0).any():
             idx = tuple(int(i) for i in np.argwhere(totals <= 0)[0])
-            raise ValueError(f"`{name}` sums to 0 along axis {axis} at {_drop(idx, axis)}; cannot normalize.")
+            where = _at(idx, axis, " at")
+            raise ValueError(f"`{name}`{where} sums to 0 along axis {axis}; cannot normalize.")
         return (p / totals).astype(p.dtype, copy=False)
     tol = sum_tolerance(p.dtype)
     # Entries may exceed 1 by the tolerance the sum has: a marginal of a
@@ -148,16 +149,17 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) ->
     off = np.abs(totals - 1) > tol
     if off.any():
         idx = tuple(int(i) for i in np.argwhere(off)[0])
-        where = _drop(idx, axis)
         raise ValueError(
-            f"`{name}` must sum to 1 along axis {axis}, but the distribution at {where} sums to "
+            f"`{name}` must sum to 1 along axis {axis}, but {_at(idx, axis, 'the distribution at') or 'it'} sums to "
             f"{float(totals[idx]):.9g} (tolerance {tol:.1e}); pass normalize=True to normalise weights or counts."
         )
     return p
 
 
-def _drop(idx: tuple, axis: int) -> tuple:
-    return tuple(i for k, i in enumerate(idx) if k != axis) or "the only position"
+def _at(idx: tuple, axis: int, prefix: str) -> str:
+    """Where a distribution sits in the batch, e.g. "at (2,)"; empty for a single distribution."""
+    batch = tuple(i for k, i in enumerate(idx) if k != axis)
+    return f"{prefix} {batch}" if batch else ""
 
 
 def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
