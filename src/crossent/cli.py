@@ -191,7 +191,24 @@ def _scalar_output(measure: str, symbol: str, value, args, **inputs) -> Output:
     return Output(f"{symbol} = {_quantity(value, unit)}", data)
 
 
+def _add_report_parser(subparsers):
+    from .lab.report import add_report_arguments  # light: matplotlib loads only when the report runs
+
+    parser = _subparser(subparsers, "report", help="run the lab's experiments and write an HTML report",
+                        examples="  crossent report                              # ./crossent-report/index.html\n"
+                                 "  crossent report --quick --out /tmp/r --jobs 2\n")
+    add_report_arguments(parser)
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args) -> Output:
+    from .lab.report import report_command
+
+    return Output(*report_command(args))
+
+
 SUBCOMMANDS = [
+    _add_report_parser,
     _add_info_parser,
     _add_entropy_parser,
     _add_cross_entropy_parser,
@@ -209,8 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(
         prog="crossent",
-        description="Information measures: self-information, entropy, cross-entropy, KL and JS divergence.",
+        description="The crossent lab report, and information measures: self-information, entropy, "
+                    "cross-entropy, KL and JS divergence.",
         epilog="examples:\n"
+               "  crossent report --quick\n"
                "  crossent info 0.01 --base 2\n"
                "  crossent entropy 0.5 0.25 0.25 --base 2\n"
                "  crossent cross-entropy --p 0.5 0.5 --q 0.9 0.1 --base 2\n"

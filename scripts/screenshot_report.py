@@ -1,0 +1,81 @@
+"""Screenshot a lab report with headless Chromium (Debian's ``chromium`` package).
+
+Usage: ``python scripts/screenshot_report.py [DIR] [--height N] [--width N]``
+
+Writes ``DIR/screenshot.png`` (the whole page, 1280 px wide by default) and
+prints its path.  Exit status 2 if DIR/index.html or chromium is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def find_chromium():
+    """Path of a Chromium binary, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def screenshot(report_dir, *, width=1280, height=12000, output=None, timeout=120):
+    """Render ``report_dir/index.html`` to a PNG (blank bottom cropped); return the PNG's path."""
+    report_dir = Path(report_dir).resolve()
+    page = report_dir / "index.html"
+    if not page.is_file():
+        raise FileNotFoundError(f"no report at {page} (run `crossent report` first)")
+    browser = find_chromium()
+    if browser is None:
+        raise FileNotFoundError("chromium not found (apt-get install -y chromium)")
+    output = Path(output) if output else report_dir / "screenshot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                   "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={output}",
+                   f"--window-size={width},{height}", page.as_uri()]
+        subprocess.run(command, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not output.is_file():
+        raise RuntimeError(f"chromium did not write {output}")
+    _crop_blank_bottom(output)
+    return output
+
+
+def _crop_blank_bottom(path, margin=40):
+    """Cut the white space below the page's end (the window is taller than the page)."""
+    try:
+        import numpy as np
+        from PIL import Image
+    except ImportError:  # keep the full window
+        return
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+        rows = np.flatnonzero((pixels < 250).any(axis=1))
+        if rows.size and rows[-1] + margin < pixels.shape[0]:
+            image.crop((0, 0, image.width, int(rows[-1]) + margin)).save(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", nargs="?", default="crossent-report", help="report folder (default: crossent-report)")
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=12000, help="window height in px (blank rows below the page are cropped)")
+    parser.add_argument("--output", default=None, help="PNG path (default: DIR/screenshot.png)")
+    args = parser.parse_args(argv)
+    try:
+        path = screenshot(args.dir, width=args.width, height=args.height, output=args.output)
+    except (FileNotFoundError, RuntimeError, subprocess.SubprocessError) as error:
+        print(f"screenshot_report: {error}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""``python -m crossent.lab``: run the lab report (the same as ``crossent report``)."""
+
+import sys
+
+from .report import main
+
+if __name__ == "__main__":
+    sys.exit(main())

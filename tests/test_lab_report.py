@@ -1,0 +1,236 @@
+"""The lab's experiments and report: each claim asserted on the numbers of a --quick run, end to end."""
+
+import argparse
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+from crossent import losses  # noqa: E402
+from crossent.lab import report  # noqa: E402
+from crossent.lab._common import Context, tidy  # noqa: E402
+from crossent.lab.experiments_neuron import surface_curvature  # noqa: E402
+from crossent.lab.experiments_network import train_run, _spec  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    results, meta = report.run_report(out, quick=True, seed=0, jobs=1, progress=False)
+    return out, results, meta
+
+
+@pytest.fixture(scope="module")
+def sections(quick_report):
+    return {s["id"]: s["numbers"] for s in quick_report[1]["experiments"]}
+
+
+# ------------------------------------------------------------------ the claims, one experiment each
+
+
+def test_sigmoid_derivative_peaks_at_zero_and_vanishes_at_ten(sections):
+    n = sections["sigmoid"]
+    assert n["derivative_peak"] == 0.25 and n["peak_at_z"] == 0.0
+    assert n["derivative_at_10"] == pytest.approx(np.exp(-10) / (1 + np.exp(-10)) ** 2, rel=1e-5)
+    assert n["ratio_10_to_peak"] < 1e-3
+
+
+def test_mse_over_ce_gradient_is_exactly_sigmoid_derivative(sections):
+    n = sections["gradient_factor"]
+    assert n["max_relative_deviation_of_ratio_from_sigmoid_derivative"] < 1e-10
+    assert n["y0_z5_ratio"] == pytest.approx(float(losses.sigmoid_derivative(5.0)), rel=1e-5)
+    assert n["y0_z5_mse_gradient"] < 0.01 * n["y0_z5_ce_gradient"]
+
+
+def test_saturated_neuron_ce_leaves_faster_and_ratio_is_sigmoid_derivative(sections):
+    n = sections["saturated_neuron"]
+    for start, z0 in (("0.6_0.9", 1.5), ("2_2", 4.0)):
+        assert n[f"initial_gradient_ratio_from_{start}"] == pytest.approx(float(losses.sigmoid_derivative(z0)), rel=1e-5)
+        ce, mse = n[f"cross_entropy_from_{start}"], n[f"mse_from_{start}"]
+        mse_steps = mse["steps_to_a_below_half"] if mse["steps_to_a_below_half"] is not None else np.inf
+        assert ce["steps_to_a_below_half"] < mse_steps
+        assert ce["final_a"] < mse["final_a"]
+    assert n["cross_entropy_from_2_2"]["steps_to_a_below_half"] * 5 < n["mse_from_2_2"]["steps_to_a_below_half"]
+
+
+def test_loss_surfaces_ce_convex_mse_not(sections):
+    n = sections["loss_surfaces"]
+    assert n["cross_entropy"]["min_hessian_eigenvalue"] >= -1e-8
+    assert n["cross_entropy"]["negative_curvature_fraction"] == 0.0
+    assert n["mse"]["min_hessian_eigenvalue"] < -0.05
+    assert n["mse"]["negative_curvature_fraction"] > 0.1
+    assert n["mse"]["plateau_fraction"] > 0.0 == n["cross_entropy"]["plateau_fraction"]
+
+
+def test_surface_curvature_matches_the_analytic_second_derivative():
+    # with x = 1, J = f(w + b): the Hessian is f''(z) [[1, 1], [1, 1]], eigenvalues 0 and 2 f''(z)
+    z = np.linspace(-5, 5, 11)
+    _, _, min_eig = surface_curvature(z, np.zeros_like(z), 1.0, 0.0, "cross_entropy")
+    np.testing.assert_allclose(min_eig, 0.0, atol=1e-7)  # f'' = σ'(z) > 0, so the 0 eigenvalue is the min
+    _, _, min_eig = surface_curvature(z, np.zeros_like(z), 1.0, 0.0, "mse")
+    s = losses.sigmoid(z)
+    f2 = s * s * (1 - s) * (2 - 3 * s)  # d²/dz² ½σ² = σ'² + σσ''
+    np.testing.assert_allclose(min_eig, np.minimum(0.0, 2 * f2), atol=1e-6)
+
+
+def test_one_parameter_first_step_ratio_is_sigmoid_derivative(sections):
+    n = sections["one_parameter"]
+    assert n["first_step_ratio"] == pytest.approx(float(losses.sigmoid_derivative(4.0)), rel=1e-5)
+    assert n["cross_entropy"]["total_moved"] > 10 * n["mse"]["total_moved"]
+    assert n["cross_entropy"]["J_end"] < 0.1 * n["cross_entropy"]["J_start"]
+
+
+def test_information_measures(sections):
+    n = sections["information"]
+    assert n["self_information_bits"]["exam cancelled"] == pytest.approx(np.log2(100), rel=1e-5)
+    assert n["binary_entropy_max_bits"] == 1.0 and n["binary_entropy_argmax"] == 0.5
+    m = n["measures_bits"]
+    assert m["H(p)"] == 1.75
+    assert abs(m["H(p, q)"] - m["H(q, p)"]) > 0.1 and abs(m["KL(p‖q)"] - m["KL(q‖p)"]) > 0.1
+    assert abs(n["identity_residual_pq"]) < 1e-12 and abs(n["identity_residual_qp"]) < 1e-12
+
+
+def test_digits_ce_head_beats_mse_head_with_normal_init(sections):
+    n = sections["digits_sigmoid"]
+    ce, mse = n["normal"]["softmax_ce"], n["normal"]["sigmoid_mse"]
+    assert ce["mean_final_accuracy"] > mse["mean_final_accuracy"] + 0.1
+    assert min(ce["final_accuracy"]) > max(mse["final_accuracy"])
+    assert n["breast_cancer"]["sigmoid_bce"]["mean_accuracy_after_1_epoch"] > n["breast_cancer"]["sigmoid_mse"]["mean_accuracy_after_1_epoch"]
+
+
+def test_relu_confidently_wrong_start(sections):
+    n = sections["relu_question"]
+    assert {"softmax_ce", "sigmoid_bce"} <= set(n["recovered_quickly"])
+    assert "sigmoid_mse" not in n["recovered_quickly"] and "softmax_mse" not in n["recovered_quickly"]
+    ws = n["wrong_start"]
+    assert ws["sigmoid_mse"]["accuracy_after_1_epoch"] < 0.2 < 0.8 < ws["softmax_ce"]["accuracy_after_1_epoch"]
+    # why: the saturated output unit gets almost no gradient under MSE, about 1 per example under BCE
+    assert ws["sigmoid_mse"]["initial_unit0_gradient"] < 1e-3 * ws["sigmoid_bce"]["initial_unit0_gradient"]
+
+
+def test_calibration_ce_model_better_calibrated(sections):
+    n = sections["calibration"]
+    assert n["softmax_ce"]["final_ece"] < n["sigmoid_mse"]["final_ece"]
+    assert n["softmax_ce"]["final_nll"] < n["sigmoid_mse"]["final_nll"]
+
+
+# ------------------------------------------------------------------ the report end to end
+
+
+class _PageParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.cells, self._in_td = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        self._in_td = tag == "td"
+        if self._in_td:
+            self.cells.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._in_td = False
+
+    def handle_data(self, data):
+        if self._in_td:
+            self.cells[-1] += data
+
+
+def _all_numbers(value):
+    if isinstance(value, dict):
+        return [x for item in value.values() for x in _all_numbers(item)]
+    if isinstance(value, list):
+        return [x for item in value for x in _all_numbers(item)]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [float(value)]
+    return []
+
+
+def test_report_files_images_and_numbers(quick_report):
+    out, results, meta = quick_report
+    page = (out / "index.html").read_text(encoding="utf-8")
+    on_disk = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert on_disk == results and on_disk["quick"] is True and len(on_disk["experiments"]) == 9
+    parser = _PageParser()
+    parser.feed(page)
+    assert len(parser.images) == 9
+    for src in parser.images:
+        assert not Path(src).is_absolute() and (out / src).is_file() and (out / src).stat().st_size > 10_000
+    known = set(_all_numbers(on_disk))
+    numeric = [c for c in parser.cells if c.strip().lstrip("-").replace(".", "", 1).replace("e-", "", 1).replace("e+", "", 1).isdigit()]
+    assert len(numeric) > 100
+    for cell in numeric:
+        assert float(cell) in known, cell
+    # and every table cell of results.json is on the page, in order
+    expected = [report.format_cell(v) for s in on_disk["experiments"] for t in s["tables"] for row in t["rows"] for v in row]
+    assert parser.cells == expected
+    assert json.loads((out / "meta.json").read_text())["seed"] == 0 and meta["run_time_s"] > 0
+
+
+def test_same_seed_same_results_json_with_and_without_pool(quick_report, tmp_path):
+    out, _, _ = quick_report
+    parser = report.add_report_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--out", str(tmp_path), "--quick", "--jobs", "2", "--no-progress"])
+    assert report.run_from_args(args) == 0
+    assert (tmp_path / "results.json").read_bytes() == (out / "results.json").read_bytes()
+
+
+def test_pool_map_gives_the_same_training_runs():
+    from concurrent.futures import ProcessPoolExecutor
+
+    specs = [_spec(head=h, seed=s, epochs=1) for h in ("softmax_ce", "sigmoid_mse") for s in (0, 1)]
+    serial = Context(out_dir=Path(".")).map(train_run, specs)
+    with ProcessPoolExecutor(2) as pool:
+        pooled = list(pool.map(train_run, specs))
+    assert tidy(serial) == tidy(pooled) and serial[0] != serial[1]
+
+
+def test_html_escapes_text():
+    results = {"experiments": [{"id": "x", "title": "<b>t</b>", "figures": ["a.png"], "text": "1 < 2 & 3",
+                                "headline": "h", "tables": [{"caption": "c", "columns": ["<i>"], "rows": [["<x>"]]}],
+                                "numbers": {}}]}
+    meta = {"date": "d", "seed": 0, "quick": True, "jobs": 1, "run_time_s": 1.0, "versions": {"a": "<1>"}}
+    page = report.render_html(results, meta)
+    assert "<b>t</b>" not in page and "&lt;b&gt;t&lt;/b&gt;" in page and "1 &lt; 2 &amp; 3" in page
+    assert "&lt;x&gt;" in page and "&lt;1&gt;" in page
+
+
+@pytest.mark.parametrize("argv", [["--jobs", "0"], ["--seed", "-1"], ["--jobs", "two"]])
+def test_bad_command_line_values(argv, capsys):
+    parser = report.add_report_arguments(argparse.ArgumentParser())
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv)
+
+
+@pytest.mark.parametrize("kwargs, name", [({"jobs": 0}, "jobs"), ({"seed": -2}, "seed"), ({"seed": 1.5}, "seed")])
+def test_run_report_validates(kwargs, name, tmp_path):
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        report.run_report(tmp_path, **kwargs)
+
+
+def test_screenshot(quick_report, tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.py"
+    spec = importlib.util.spec_from_file_location("screenshot_report", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if module.find_chromium() is None:
+        pytest.skip("chromium is not installed")
+    png = module.screenshot(quick_report[0], height=2000, output=tmp_path / "shot.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+
+
+def test_matplotlib_loads_only_when_a_report_runs():
+    import subprocess
+    import sys
+
+    code = "import sys, crossent, crossent.lab; print('matplotlib' in sys.modules, 'sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
