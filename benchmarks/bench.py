@@ -346,6 +346,8 @@ def parent_main(args):
     print(f"  copy bandwidth {floors['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (read + write)", flush=True)
     rows = []
     for case, shapes in sizes.items():
+        if args.cases and case not in args.cases:
+            continue
         for shape in shapes:
             for provider in PROVIDERS[case]:
                 name = f"{case} {provider}"
@@ -404,6 +406,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every provider runs")
     parser.add_argument("--only", nargs="*", help="keep cases/providers whose 'case provider' name contains one of these")
+    parser.add_argument("--cases", nargs="*", choices=list(PROVIDERS), help="run only these cases (default: all)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions after the warm-up (default 5)")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per child process")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")

@@ -1,9 +1,13 @@
+#!/usr/bin/env python3
 """Screenshot a lab report with headless Chromium (Debian's ``chromium`` package).
 
-Usage: ``python scripts/screenshot_report.py [DIR] [--height N] [--width N]``
+Usage: ``python scripts/screenshot_report.py [DIR] [--out PNG] [--height N] [--width N]``
 
-Writes ``DIR/screenshot.png`` (the whole page, 1280 px wide by default) and
-prints its path.  Exit status 2 if DIR/index.html or chromium is missing.
+Writes ``DIR/screenshot.png`` (or PNG; the whole page, 1280 px wide by
+default, blank rows below the page cropped) and prints its path.  DIR
+defaults to ``./crossent-report`` (run ``crossent report`` first).
+Exit status 2 if DIR/index.html or chromium is missing; the message says
+how to install it (``apt-get install -y chromium``).
 """
 
 from __future__ import annotations
@@ -15,30 +19,37 @@ import sys
 import tempfile
 from pathlib import Path
 
+INSTALL_HINT = "apt-get install -y chromium"
+
 
 def find_chromium():
-    """Path of a Chromium binary, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+    """Path of a Chromium binary on PATH, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         path = shutil.which(name)
         if path:
             return path
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    return None
 
 
 def screenshot(report_dir, *, width=1280, height=12000, output=None, timeout=120):
-    """Render ``report_dir/index.html`` to a PNG (blank bottom cropped); return the PNG's path."""
+    """Render ``report_dir/index.html`` to a PNG (blank bottom cropped); return the PNG's path.
+
+    Raises:
+        FileNotFoundError: no report in `report_dir`, or no chromium.
+        RuntimeError: chromium ran but wrote no image.
+    """
     report_dir = Path(report_dir).resolve()
     page = report_dir / "index.html"
     if not page.is_file():
-        raise FileNotFoundError(f"no report at {page} (run `crossent report` first)")
+        raise FileNotFoundError(f"no report at {page} (run `crossent report --out {report_dir}` first)")
     browser = find_chromium()
     if browser is None:
-        raise FileNotFoundError("chromium not found (apt-get install -y chromium)")
-    output = Path(output) if output else report_dir / "screenshot.png"
-    with tempfile.TemporaryDirectory() as profile:
+        raise FileNotFoundError(f"chromium not found; install it with `{INSTALL_HINT}`")
+    output = Path(output).resolve() if output else report_dir / "screenshot.png"
+    with tempfile.TemporaryDirectory(prefix="crossent-chromium-") as profile:
         command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   "--hide-scrollbars", f"--user-data-dir={profile}", f"--screenshot={output}",
+                   f"--user-data-dir={profile}", "--hide-scrollbars", f"--screenshot={output}",
                    f"--window-size={width},{height}", page.as_uri()]
         subprocess.run(command, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not output.is_file():
@@ -58,15 +69,19 @@ def _crop_blank_bottom(path, margin=40):
         pixels = np.asarray(image.convert("L"))
         rows = np.flatnonzero((pixels < 250).any(axis=1))
         if rows.size and rows[-1] + margin < pixels.shape[0]:
-            image.crop((0, 0, image.width, int(rows[-1]) + margin)).save(path)
+            cropped = image.crop((0, 0, image.width, int(rows[-1]) + margin))
+    if "cropped" in locals():
+        cropped.save(path)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dir", nargs="?", default="crossent-report", help="report folder (default: crossent-report)")
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=12000, help="window height in px (blank rows below the page are cropped)")
-    parser.add_argument("--output", default=None, help="PNG path (default: DIR/screenshot.png)")
+    parser.add_argument("--out", "--output", dest="output", default=None,
+                        help="PNG path (default: DIR/screenshot.png)")
+    parser.add_argument("--width", type=int, default=1280, help="window width in px")
+    parser.add_argument("--height", type=int, default=12000,
+                        help="window height in px (blank rows below the page are cropped)")
     args = parser.parse_args(argv)
     try:
         path = screenshot(args.dir, width=args.width, height=args.height, output=args.output)
