@@ -936,3 +936,40 @@ class TestInplaceBackward:
     def test_module_repr_shows_the_option(self):
         assert "inplace_backward=True" in repr(ct.CrossEntropyLoss(inplace_backward=True))
         assert repr(ct.CrossEntropyLoss()) == repr(torch.nn.CrossEntropyLoss())
+
+
+class TestRetainedGraph:
+    """The saved gradient is handed on without a copy; a retained graph must never give a wrong number."""
+
+    @pytest.mark.parametrize("loss_name", ["cross_entropy", "bce"])
+    def test_backward_twice_accumulates_like_torch_then_a_modified_saved_gradient_raises(self, loss_name):
+        torch.manual_seed(1)
+        x = torch.randn(6, 7, dtype=torch.float64, requires_grad=True)
+        if loss_name == "cross_entropy":
+            target = torch.randint(0, 7, (6,))
+            ours, theirs = ct.cross_entropy, F.cross_entropy
+        else:
+            target = torch.rand(6, 7, dtype=torch.float64)
+            ours, theirs = ct.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits
+        loss = ours(x, target)
+        loss.backward(retain_graph=True)
+        loss.backward(retain_graph=True)
+        got = x.grad.clone()
+        x.grad = None
+        reference = theirs(x, target)
+        reference.backward(retain_graph=True)
+        reference.backward(retain_graph=True)
+        torch.testing.assert_close(got, x.grad)
+        # The leaf's .grad now shares (and has modified) the saved gradient: refuse, loudly.
+        with pytest.raises(RuntimeError, match="handed to an earlier backward"):
+            loss.backward()
+
+    def test_repeated_autograd_grad_is_stable(self):
+        x = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
+        target = torch.randint(0, 9, (5,))
+        loss = ct.cross_entropy(x, target)
+        first, = torch.autograd.grad(loss, x, retain_graph=True)
+        for _ in range(3):
+            again, = torch.autograd.grad(loss, x, retain_graph=True)
+            torch.testing.assert_close(again, first)
+        torch.testing.assert_close(first, torch.autograd.grad(F.cross_entropy(x, target), x)[0])

@@ -36,7 +36,10 @@ Intentional differences from torch (everything else matches)
 * No gradient flows to ``weight``/``pos_weight`` on the fused path; if the
   target or a weight requires grad, plain torch ops are used instead (same
   numbers, full autograd).  Double backward is not supported
-  (``once_differentiable``); a second backward through a retained graph works.
+  (``once_differentiable``).  Repeated ``torch.autograd.grad`` calls through a
+  retained graph work; a retained graph whose saved gradient was meanwhile
+  accumulated into in place (the third ``loss.backward(retain_graph=True)`` on
+  a leaf) raises a ``RuntimeError`` rather than return a wrong gradient.
 * float16/bfloat16 inputs are computed in float32; the loss and the input
   gradient come back in the input's dtype.
 * :func:`linear_cross_entropy` follows ``F.linear(hidden, weight, bias)`` +
@@ -52,9 +55,8 @@ The fused functions save the input gradient (one ``N x C`` array) in forward
 instead of the softmax that torch saves.  When the logits had to be copied
 anyway (class dim not last, float16/bfloat16), the kernel writes the gradient
 into that copy, so no further ``N x C`` array is allocated.  A unit upstream
-gradient (``loss.backward()``) returns the saved gradient as is; any other
-scale allocates the scaled gradient (the saved one is never modified, so that a
-retained graph can be run again).  :func:`linear_cross_entropy` holds one block
+gradient (``loss.backward()``) hands the saved gradient on without a copy (a
+leaf adopts it as its ``.grad``); any other scale allocates the scaled gradient.  :func:`linear_cross_entropy` holds one block
 of logits at a time (``chunk_size x vocab_tile``, see its docstring); between
 forward and backward it keeps only its inputs and ``N`` log-sum-exps, and its
 backward allocates nothing beyond that block and the gradients of its inputs.
@@ -308,7 +310,7 @@ class _SoftmaxCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        return (_scale_saved_grad(ctx.grad, grad_loss, ctx.reduction),) + (None,) * 8
+        return (_scale_saved_grad(ctx, grad_loss),) + (None,) * 8
 
 
 def _class_last_rows(x):
@@ -316,17 +318,31 @@ def _class_last_rows(x):
     return x.reshape(1, -1) if x.ndim == 1 else x.movedim(1, -1).reshape(-1, x.shape[1])
 
 
-def _scale_saved_grad(grad, grad_loss, reduction):
-    """Chain rule: the saved gradient times the upstream gradient.
+def _scale_saved_grad(ctx, grad_loss, per_row=True):
+    """Chain rule: the gradient saved in forward (``ctx.grad``) times the upstream gradient.
 
-    The saved gradient is never scaled in place: the graph may be retained and
-    run again (``retain_graph=True``, gradcheck).  A unit upstream gradient
-    (``loss.backward()``) returns it without any copy.
+    A unit upstream gradient (``loss.backward()``) hands the saved gradient on
+    without a copy, as a fresh view, so that autograd can adopt it as a leaf's
+    ``.grad``.  Autograd may then accumulate later gradients into that memory
+    in place; every backward first checks the saved tensor's version counter,
+    so a retained graph whose saved gradient was modified that way raises
+    instead of returning a wrong number.  Other upstream gradients allocate
+    the scaled gradient.  For ``reduction="none"`` the upstream gradient is
+    per row (`per_row`; per element for BCE, where it has the input's shape).
     """
-    if reduction == "none":
-        return grad * grad_loss.to(grad.dtype)[:, None]
+    grad = ctx.grad
+    handed = getattr(ctx, "handed_version", None)
+    if handed is not None and grad._version != handed:
+        raise RuntimeError(
+            "crossent.torch: the gradient saved by this loss was handed to an earlier backward without a copy "
+            "and has since been modified in place (e.g. accumulated into a leaf's .grad); run backward through "
+            "this graph only once, or use torch.autograd.grad(...) for repeated backward passes.")
+    if ctx.reduction == "none":
+        scale = grad_loss.to(grad.dtype)
+        return grad * (scale[:, None] if per_row else scale)
     if _is_one(grad_loss):
-        return grad
+        ctx.handed_version = grad._version
+        return grad.view_as(grad)
     return grad * grad_loss.to(grad.dtype)
 
 
@@ -461,10 +477,7 @@ class _SigmoidBCEFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        grad = ctx.grad
-        if ctx.reduction == "none":
-            return (grad * grad_loss.to(grad.dtype),) + (None,) * 6
-        return (_scale_saved_grad(grad, grad_loss, ctx.reduction),) + (None,) * 6
+        return (_scale_saved_grad(ctx, grad_loss, per_row=False),) + (None,) * 6
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
