@@ -846,3 +846,18 @@ def test_all_names_are_exported():
 
     for name in losses.__all__:
         assert callable(getattr(crossent, name))
+
+
+class TestFusedDispatchLeavesInputsAlone:
+    @pytest.mark.parametrize("axis", [0, 1, -1])
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_caller_logits_are_never_overwritten(self, axis, dtype):
+        rng = np.random.default_rng(3)
+        logits = rng.standard_normal((5, 6, 7)).astype(dtype)
+        before = logits.copy()
+        labels = rng.integers(0, logits.shape[axis], np.delete(logits.shape, axis % 3))
+        loss, grad = losses.softmax_cross_entropy_with_grad(logits, labels, axis=axis)
+        assert_array_equal(logits, before)
+        ref_loss, ref_grad = losses.softmax_cross_entropy_with_grad(logits, labels, axis=axis, backend="reference")
+        assert_allclose(loss, ref_loss, rtol=2e-5 if dtype == np.float32 else 1e-12)
+        assert_allclose(grad, ref_grad, rtol=2e-5, atol=2e-6 if dtype == np.float32 else 1e-14)

@@ -753,7 +753,7 @@ def softmax_cross_entropy_with_grad(
             loss, grad2d = kernels.softmax_cross_entropy_fused(
                 logits2d, labels2d, class_weight=class_weight, ignore_index=ignore_index,
                 label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction,
-                inplace=logits2d is not logits and not np.shares_memory(logits2d, logits),
+                inplace=not np.may_share_memory(logits2d, logits),  # our own copy: reuse it
             )
         except ValueError:
             check_softmax_logits(logits)
