@@ -739,9 +739,10 @@ def softmax_cross_entropy_with_grad(
 
     moved = np.moveaxis(logits, axis, -1)
     logits2d = np.ascontiguousarray(moved.reshape(-1, num_classes))
+    kernel_labels = labels2d  # the kernel takes probability targets in the logits' dtype; the reference, float64
     if labels2d.ndim == 2 and logits2d.dtype in (np.float32, np.float64):
-        labels2d = labels2d.astype(logits2d.dtype, copy=False)  # the kernel takes targets in the logits' dtype
-    fused = backend != "reference" and kernels.supports_softmax(logits2d, labels2d)
+        kernel_labels = labels2d.astype(logits2d.dtype, copy=False)
+    fused = backend != "reference" and kernels.supports_softmax(logits2d, kernel_labels)
     if backend == "fused" and not fused:
         raise ValueError(
             f"`backend`='fused' supports float32/float64 logits only, got {logits.dtype}; use backend='auto'."
@@ -751,7 +752,7 @@ def softmax_cross_entropy_with_grad(
         # re-check the original array so the message indexes the caller's shape.
         try:
             loss, grad2d = kernels.softmax_cross_entropy_fused(
-                logits2d, labels2d, class_weight=class_weight, ignore_index=ignore_index,
+                logits2d, kernel_labels, class_weight=class_weight, ignore_index=ignore_index,
                 label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction,
                 inplace=not np.may_share_memory(logits2d, logits),  # our own copy: reuse it
             )
