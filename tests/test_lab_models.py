@@ -17,16 +17,7 @@ from crossent.lab.models import (  # noqa: E402
     neuron_loss_and_grad_z,
 )
 
-
-def _central_difference(f, x, h=1e-6):
-    x = np.array(x, dtype=np.float64)
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += h
-        down[idx] -= h
-        grad[idx] = (f(up) - f(down)) / (2 * h)
-    return grad
+from _numerics import numerical_gradient  # noqa: E402
 
 
 class TestNeuronLossAndGradZ:
@@ -41,7 +32,7 @@ class TestNeuronLossAndGradZ:
     @pytest.mark.parametrize("y", [0.0, 1.0])
     def test_gradient_matches_finite_differences(self, loss, y):
         z = np.array([-6.0, -1.3, 0.0, 0.7, 4.0])
-        numeric = _central_difference(lambda v: float(np.sum(neuron_loss_and_grad_z(v, y, loss)[0])), z)
+        numeric = numerical_gradient(lambda v: float(np.sum(neuron_loss_and_grad_z(v, y, loss)[0])), z)
         np.testing.assert_allclose(neuron_loss_and_grad_z(z, y, loss)[1], numeric, rtol=1e-6, atol=1e-10)
 
     def test_mse_gradient_is_ce_gradient_times_sigmoid_derivative(self):
@@ -88,7 +79,7 @@ class TestHeads:
         rng = np.random.default_rng(1)
         z = rng.normal(size=(4, 3)) * 2
         labels = np.array([0, 2, 1, 2])
-        numeric = _central_difference(lambda v: float(head_loss_and_grad(v, labels, head)[0]), z)
+        numeric = numerical_gradient(lambda v: float(head_loss_and_grad(v, labels, head)[0]), z)
         np.testing.assert_allclose(head_loss_and_grad(z, labels, head)[1], numeric, rtol=1e-6, atol=1e-9)
 
     def test_softmax_ce_head_is_the_library_loss(self):
@@ -118,7 +109,7 @@ class TestMLP:
             probe.weights[0] = W_first
             return float(head_loss_and_grad(probe.logits(X), y, head)[0])
 
-        numeric = _central_difference(loss_at, W0[0])
+        numeric = numerical_gradient(loss_at, W0[0])
         net.sgd_step(X, y, learning_rate=1.0)  # with lr = 1 the update is minus the gradient
         np.testing.assert_allclose(W0[0] - net.weights[0], numeric, rtol=1e-5, atol=1e-9)
 

@@ -17,6 +17,8 @@ from scipy import special
 
 from crossent import losses
 
+from _numerics import numerical_gradient
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -27,18 +29,6 @@ FAST = settings(max_examples=40, deadline=None)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def numerical_gradient(f, x, step=1e-6):
-    """Float64 central differences of the scalar function `f` at `x`."""
-    x = np.array(x, dtype=np.float64)
-    grad = np.zeros_like(x)
-    for idx in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[idx] += step
-        down[idx] -= step
-        grad[idx] = (float(np.sum(f(up))) - float(np.sum(f(down)))) / (2 * step)
-    return grad
 
 
 def check_gradient(loss_with_grad, x, *args, rtol=1e-6, atol=1e-7, **options):
