@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: report test bench screenshot clean
+.PHONY: report test fuzz bench screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ report: $(VENV)/.lab-installed  ## run the lab and write crossent-report/index.h
 
 test: $(VENV)/.dev-installed  ## the whole test suite, doctests included
 	$(BIN)/python -m pytest
+
+fuzz: $(VENV)/.dev-installed  ## property tests with fresh random examples, 2000 per test (minutes)
+	$(BIN)/python -m pytest tests -k "not screenshot" -p no:cacheprovider --hypothesis-profile=explore $(ARGS)
 
 bench: $(VENV)/.dev-installed  ## side-by-side benchmark (several minutes; keep the machine quiet)
 	$(BIN)/python benchmarks/bench.py $(ARGS)

@@ -165,14 +165,12 @@ class TestEntropy:
         with pytest.raises(TypeError, match="`normalize` must be True or False"):
             m.entropy([1, 1], normalize="yes")
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distributions(), st.randoms())
     def test_is_permutation_invariant(self, p, rnd):
         order = list(range(p.size))
         rnd.shuffle(order)
         assert m.entropy(p[order]) == pytest.approx(m.entropy(p), abs=1e-12)
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distributions(), st.floats(1.1, 100.0))
     def test_base_result_is_nats_divided_by_ln_base(self, p, base):
         assert m.entropy(p, base=base) == pytest.approx(m.entropy(p) / math.log(base), rel=1e-12, abs=1e-15)
@@ -244,7 +242,6 @@ class TestCrossEntropy:
     def test_normalize_applies_to_both_arguments(self):
         assert m.cross_entropy([1, 1], [9, 1], normalize=True) == pytest.approx(m.cross_entropy([0.5, 0.5], [0.9, 0.1]))
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distribution_pairs())
     def test_equals_entropy_plus_kl(self, pq):
         p, q = pq
@@ -254,7 +251,6 @@ class TestCrossEntropy:
         else:
             assert h_pq == pytest.approx(h_p + kl, rel=1e-9, abs=1e-12)
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distribution_pairs(), st.sampled_from([2, 10, 0.5, math.e]))
     def test_base_result_is_nats_divided_by_ln_base(self, pq, base):
         p, q = pq
@@ -285,12 +281,10 @@ class TestKLDivergence:
         assert m.kl_divergence(p, q) == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-14)
         assert m.kl_divergence(p, q) != pytest.approx(m.kl_divergence(q, p))
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distribution_pairs())
     def test_is_non_negative(self, pq):
         assert m.kl_divergence(*pq) >= 0.0
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distribution_pairs(), st.randoms())
     def test_is_permutation_invariant(self, pq, rnd):
         p, q = pq
@@ -326,7 +320,6 @@ class TestJSDivergence:
             warnings.simplefilter("error")
             assert np.isfinite(m.js_divergence([0.5, 0.5, 0.0], [0.0, 0.0, 1.0]))
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(distribution_pairs())
     def test_is_symmetric_non_negative_and_at_most_ln2(self, pq):
         p, q = pq
@@ -411,7 +404,6 @@ class TestJointTable:
         table = random_distributions(rng, (12,), zeros=True).reshape(3, 4)
         assert m.joint_entropy(table, base=2) == pytest.approx(stats.entropy(table.ravel(), base=2), rel=1e-12)
 
-    @settings(deadline=None)  # the machine is shared; no timing in tests
     @given(joint_tables())
     def test_mutual_information_is_non_negative_and_equals_entropy_identity(self, table):
         mi = m.mutual_information(table)

@@ -264,8 +264,11 @@ def js_divergence(p, q, *, axis=-1, base=None, normalize=False):
     """
     log_base = check_base(base)
     p, q, axis = _check_pair(p, q, axis, normalize)
-    m = 0.5 * (p + q)
-    divergence = 0.5 * (special.rel_entr(p, m).sum(axis=axis) + special.rel_entr(q, m).sum(axis=axis))
+    # D(p || m) = sum p log(p / m) with m = (p + q) / 2. Halving p + q can
+    # round a subnormal to 0 (m = 0 where p > 0 would give inf), so each term
+    # is formed as p log(2p / (p + q)) instead: 2p / (p + q) lies in [0, 2].
+    total = p + q
+    divergence = 0.5 * (_log_ratio_term(p, total).sum(axis=axis) + _log_ratio_term(q, total).sum(axis=axis))
     return _finish(np.maximum(divergence, 0), log_base)
 
 
@@ -356,9 +359,10 @@ def mutual_information(pxy, *, base=None, normalize=False):
     Notes:
         It is the KL divergence of the joint from the product of the
         marginals: how many nats knowing one variable saves on the other.
-        The ratio is formed as ``p(x, y) / p(x) / p(y)`` so the product of two
-        small marginals cannot underflow; the sum is clipped at 0 against
-        rounding.
+        Each term is ``p(x, y) [log p(y|x) - log p(y)]``: the conditional
+        ``p(x, y) / p(x)`` is at most 1 and the division by ``p(y)`` becomes a
+        difference of logs, so subnormal tables neither underflow nor
+        overflow; the sum is clipped at 0 against rounding.
 
     Examples:
         A copied fair coin shares one bit with its copy; independent coins
@@ -373,9 +377,15 @@ def mutual_information(pxy, *, base=None, normalize=False):
     pxy = _check_joint_table(pxy, normalize)
     px = pxy.sum(axis=1, keepdims=True)
     py = pxy.sum(axis=0, keepdims=True)
-    ratio = np.divide(pxy, px, out=np.ones_like(pxy), where=pxy > 0)
-    np.divide(ratio, py, out=ratio, where=pxy > 0)
-    return _finish(np.maximum(special.xlogy(pxy, ratio).sum(), 0), log_base)
+    mask = pxy > 0
+    # p(y|x) = p(x, y) / p(x) <= 1 cannot overflow; dividing it by a tiny
+    # p(y) could (5e-324 / 1e-323 / 1e-323 exceeds the float range), so the
+    # second division is a subtraction of logs instead. Both logs are finite
+    # where p(x, y) > 0, because then p(x) and p(y) are positive too.
+    py_given_x = np.divide(pxy, px, out=np.ones_like(pxy), where=mask)
+    log_ratio = np.log(py_given_x) - np.log(py, out=np.zeros_like(py), where=py > 0)
+    terms = np.multiply(pxy, log_ratio, out=np.zeros_like(pxy), where=mask)
+    return _finish(np.maximum(terms.sum(), 0), log_base)
 
 
 def joint_distribution(x, y):
@@ -413,6 +423,12 @@ def joint_distribution(x, y):
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def _log_ratio_term(x, total):
+    """``x log(2x / total)``, 0 where ``x == 0``; ``total >= x`` elementwise."""
+    ratio = np.divide(2 * x, total, out=np.ones(np.broadcast(x, total).shape, dtype=total.dtype), where=total > 0)
+    return special.xlogy(x, ratio)
 
 
 def _finish(nats, log_base):
