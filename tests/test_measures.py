@@ -320,6 +320,12 @@ class TestJSDivergence:
             warnings.simplefilter("error")
             assert np.isfinite(m.js_divergence([0.5, 0.5, 0.0], [0.0, 0.0, 1.0]))
 
+    def test_subnormal_mass_is_not_lost_when_halving(self):
+        # 0.5 * (0 + 5e-324) rounds to 0: forming m = (p + q) / 2 first gave inf.
+        p, q = np.array([1.0, 0.0, 0.0]), np.array([0.5, 5e-324, 0.5])
+        expected = 0.5 * (np.log(4 / 3) + 0.5 * np.log(2 / 3) + 0.5 * np.log(2.0))
+        assert m.js_divergence(p, q) == pytest.approx(expected, rel=1e-14)
+
     @given(distribution_pairs())
     def test_is_symmetric_non_negative_and_at_most_ln2(self, pq):
         p, q = pq
@@ -403,6 +409,15 @@ class TestJointTable:
         rng = np.random.default_rng(7)
         table = random_distributions(rng, (12,), zeros=True).reshape(3, 4)
         assert m.joint_entropy(table, base=2) == pytest.approx(stats.entropy(table.ravel(), base=2), rel=1e-12)
+
+    def test_mutual_information_of_subnormal_cells_does_not_overflow(self):
+        # p(x,y) / p(x) / p(y) = 5e-324 / 1e-323 / 1e-323 exceeds the float range;
+        # the log of the same ratio is only about 744.
+        table = np.array([[1.0, 5e-324], [5e-324, 5e-324]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mi = m.mutual_information(table)
+        assert 0.0 <= mi < 1e-300
 
     @given(joint_tables())
     def test_mutual_information_is_non_negative_and_equals_entropy_identity(self, table):
