@@ -759,11 +759,11 @@ def test_default_chunk_size_takes_all_tokens_up_to_4096_then_equal_chunks():
         assert rows <= 4096 and chunks == -(-n // 4096) and n - (chunks - 1) * rows >= rows - chunks
 
 
-def test_default_vocab_tile_makes_blocks_of_about_16_mib():
+def test_default_vocab_tile_makes_blocks_of_about_8_mib():
     for tokens, v, size in [(1024, 128256, 4), (4096, 32768, 4), (2500, 256000, 2), (1000, 50000, 8)]:
         tile = ct._default_vocab_tile(tokens, v, size)
-        assert tile % 128 == 0 and 16 * 2**20 - 128 * tokens * size < tokens * tile * size <= 16 * 2**20
-    assert ct._default_vocab_tile(1024, 128256, 4) == 4096
+        assert tile % 128 == 0 and 8 * 2**20 - 128 * tokens * size < tokens * tile * size <= 8 * 2**20
+    assert ct._default_vocab_tile(1024, 128256, 4) == 2048
     assert ct._default_vocab_tile(10**6, 5000, 4) == 128  # at least 128 classes
     assert ct._default_vocab_tile(16, 5000, 4) == 5000  # at most V
 
