@@ -160,7 +160,8 @@ def test_report_files_images_and_numbers(quick_report):
     assert on_disk == results and on_disk["quick"] is True and len(on_disk["experiments"]) == 9
     parser = _PageParser()
     parser.feed(page)
-    assert len(parser.images) == 9
+    # one figure per experiment, plus the 3-D view of the loss surfaces
+    assert parser.images == [f for e in on_disk["experiments"] for f in e["figures"]] and len(parser.images) == 10
     for src in parser.images:
         assert not Path(src).is_absolute() and (out / src).is_file() and (out / src).stat().st_size > 10_000
     known = set(_all_numbers(on_disk))

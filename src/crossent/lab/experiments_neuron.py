@@ -161,9 +161,10 @@ def loss_surfaces(ctx):
     w, b = np.meshgrid(np.linspace(-4.0, 4.0, n), np.linspace(-4.0, 4.0, n))
     x, y = SATURATED["x"], SATURATED["y"]
     fig, axes = new_figure(2, width=11.0, height=4.6)
-    numbers, rows = {"grid_points": n * n, "grid": "w, b in [-4, 4]"}, []
+    numbers, rows, surfaces = {"grid_points": n * n, "grid": "w, b in [-4, 4]"}, [], {}
     for loss, ax in zip(NEURON_LOSSES, axes):
         J, grad_norm, min_eig = surface_curvature(w, b, x, y, loss)
+        surfaces[loss] = J
         a = losses.sigmoid(w * x + b)
         negative = min_eig < -1e-8
         plateau = (grad_norm < 1e-2) & (a > 0.5)  # flat while the output is still wrong
@@ -186,14 +187,17 @@ def loss_surfaces(ctx):
                          "plateau_fraction": float(plateau.mean()), "max_J": float(J.max())}
         rows.append([LOSS_LABELS[loss], float(min_eig.min()), float(negative.mean()), float(plateau.mean())])
     figure = save(fig, ctx.out_dir, "04_loss_surfaces")
+    figure_3d = _surfaces_3d(ctx, w, b, surfaces)
     mse, ce = numbers["mse"], numbers["cross_entropy"]
     text = (f"With x = 1 the loss depends on w + b only, so the contours are diagonal and the paths (white; o start, "
             f"x after {SATURATED['steps']} steps) run across them. The smallest Hessian eigenvalue of the cross-entropy "
             f"surface is {fmt(ce['min_hessian_eigenvalue'], 2)} (convex, up to rounding), while the MSE surface curves "
             f"downwards on {pct(mse['negative_curvature_fraction'])} of the grid (eigenvalue down to "
             f"{fmt(mse['min_hessian_eigenvalue'])}) and is a plateau (|∇J| < 0.01 with a > 0.5) on "
-            f"{pct(mse['plateau_fraction'])} of it, against {pct(ce['plateau_fraction'])} for cross-entropy.")
-    return section("loss_surfaces", "4. Loss surfaces", figures=[figure], text=text,
+            f"{pct(mse['plateau_fraction'])} of it, against {pct(ce['plateau_fraction'])} for cross-entropy. "
+            f"In 3-D, as in the article, the MSE surface levels off at ½ where the neuron is saturated and wrong, "
+            f"while the cross-entropy surface keeps rising like w + b, so its slope never fades.")
+    return section("loss_surfaces", "4. Loss surfaces", figures=[figure, figure_3d], text=text,
                    tables=[table(f"{n}×{n} grid over w, b ∈ [−4, 4] (x = 1, y = 0)",
                                  ["loss", "smallest Hessian eigenvalue", "negative-curvature fraction", "plateau fraction"],
                                  rows)],
@@ -201,6 +205,22 @@ def loss_surfaces(ctx):
                    headline=(f"CE surface convex (min eigenvalue {fmt(ce['min_hessian_eigenvalue'], 2)}); MSE has negative "
                              f"curvature on {pct(mse['negative_curvature_fraction'])} and a plateau on "
                              f"{pct(mse['plateau_fraction'])} of the grid."))
+
+
+def _surfaces_3d(ctx, w, b, surfaces):
+    """The article's picture: each surface J(w, b) in 3-D with the descent paths lying on it."""
+    fig, axes = new_figure(2, width=11.0, height=4.8, subplot_kw={"projection": "3d"})
+    stride = max(1, w.shape[0] // 40)
+    for (loss, J), ax in zip(surfaces.items(), axes):
+        ax.plot_surface(w, b, J, rstride=stride, cstride=stride, cmap="viridis", linewidth=0, alpha=0.75)
+        for (w0, b0), style in zip(SATURATED["starts"], ("-", "--")):
+            hist = train_neuron(w0, b0, loss)
+            ax.plot(hist["w"], hist["b"], hist["loss"], style, color="#ff4444", lw=2, zorder=5)
+            ax.scatter([hist["w"][0]], [hist["b"][0]], [hist["loss"][0]], color="#ff4444", s=20, depthshade=False)
+        unit = "J (nats)" if loss == "cross_entropy" else "J = ½(a − y)²"
+        ax.set(xlabel="weight w", ylabel="bias b", zlabel=unit, title=LOSS_LABELS[loss])
+        ax.view_init(elev=28, azim=-125)
+    return save(fig, ctx.out_dir, "04b_loss_surfaces_3d")
 
 
 def one_parameter(ctx):
