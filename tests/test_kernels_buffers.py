@@ -87,9 +87,20 @@ def test_the_cache_holds_at_most_max_cached_buffers():
     assert _buffers.cached_bytes() == 0
 
 
-def test_max_cached_buffers_zero_turns_reuse_off(monkeypatch):
-    monkeypatch.setattr(kernels, "max_cached_buffers", 0)
+def test_max_cached_buffers_zero_turns_reuse_off_and_lets_go(monkeypatch):
     x, y = problem(7)
+    softmax_cross_entropy_fused(x, y)
+    assert _buffers.cached_bytes() == x.nbytes
+    monkeypatch.setattr(kernels, "max_cached_buffers", 0)
+    _, first = softmax_cross_entropy_fused(x, y)
+    assert _buffers.cached_bytes() == 0  # the kept buffer is released at the next call
+    _, second = softmax_cross_entropy_fused(x, y)
+    assert _buffers.cached_bytes() == 0 and not np.shares_memory(first, second)
+
+
+def test_without_reference_counts_nothing_is_reused(monkeypatch):
+    monkeypatch.setattr(_buffers, "_CAN_COUNT", False)
+    x, y = problem(11)
     softmax_cross_entropy_fused(x, y)
     assert _buffers.cached_bytes() == 0
 

@@ -34,7 +34,8 @@ the kernels keep up to ``max_cached_buffers`` (default 2) gradient buffers of
 view or ``torch.from_numpy`` tensor of it counts as a reference).  In a
 training loop this means steady-state steps allocate nothing; the price is
 that up to two gradient-sized blocks stay allocated after the last call, until
-:func:`empty_cache` or ``max_cached_buffers = 0``.
+:func:`empty_cache`, or the next call after ``max_cached_buffers = 0``.
+Without ``sys.getrefcount`` (PyPy) nothing is reused.
 """
 
 from __future__ import annotations

@@ -34,9 +34,12 @@ def _references(cache: list, index: int) -> int:
     return sys.getrefcount(cache[index])
 
 
-# The count `_references` sees for an entry that nothing outside the list
-# holds; measured rather than assumed, since it depends on the interpreter.
-_UNUSED = _references([np.empty(1, dtype=np.uint8)], 0)
+# A list entry that nothing else holds. Its count, taken through the same
+# function at every check, is what a dropped buffer shows: measured, not
+# assumed, since how references are counted depends on the interpreter.
+_SENTINEL = [np.empty(1, dtype=np.uint8)]
+# Without reference counts (PyPy) there is no telling; nothing is reused.
+_CAN_COUNT = hasattr(sys, "getrefcount")
 
 
 def empty(shape: tuple[int, ...], dtype, max_buffers: int) -> np.ndarray:
@@ -47,12 +50,17 @@ def empty(shape: tuple[int, ...], dtype, max_buffers: int) -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if max_buffers <= 0 or nbytes < MIN_BYTES:
+    if max_buffers <= 0 or not _CAN_COUNT:
+        if _cache:
+            clear()  # reuse was switched off: let go of what was kept
+        return np.empty(shape, dtype=dtype)
+    if nbytes < MIN_BYTES:
         return np.empty(shape, dtype=dtype)
     with _lock:
+        unused = _references(_SENTINEL, 0)
         for i in range(len(_cache)):
             size = _cache[i].size
-            if nbytes <= size <= 2 * nbytes and _references(_cache, i) == _UNUSED:
+            if nbytes <= size <= 2 * nbytes and _references(_cache, i) == unused:
                 raw = _cache.pop(i)
                 _cache.append(raw)  # most recently used last
                 return raw[:nbytes].view(dtype).reshape(shape)
