@@ -101,6 +101,13 @@ def test_digits_ce_head_beats_mse_head_with_normal_init(sections):
     assert ce["mean_final_accuracy"] > mse["mean_final_accuracy"] + 0.1
     assert min(ce["final_accuracy"]) > max(mse["final_accuracy"])
     assert n["breast_cancer"]["sigmoid_bce"]["mean_accuracy_after_1_epoch"] > n["breast_cancer"]["sigmoid_mse"]["mean_accuracy_after_1_epoch"]
+    # both MSE heads are trained, and both trail the cross-entropy heads
+    for head in ("softmax_mse", "sigmoid_mse"):
+        assert n["normal"][head]["mean_final_accuracy"] < n["normal"]["sigmoid_bce"]["mean_final_accuracy"] - 0.1
+    # the text's "start saturated": with N(0,1) weights far more pre-activations lie beyond |z| > 4
+    sat = n["initial_saturation"]
+    assert sat["normal"]["saturated_fraction"] > 0.2 > 0.01 > sat["scaled"]["saturated_fraction"]
+    assert sat["normal"]["mean_sigmoid_derivative"] < 0.5 * sat["scaled"]["mean_sigmoid_derivative"]
 
 
 def test_relu_confidently_wrong_start(sections):
@@ -111,12 +118,19 @@ def test_relu_confidently_wrong_start(sections):
     assert ws["sigmoid_mse"]["accuracy_after_1_epoch"] < 0.2 < 0.8 < ws["softmax_ce"]["accuracy_after_1_epoch"]
     # why: the saturated output unit gets almost no gradient under MSE, about 1 per example under BCE
     assert ws["sigmoid_mse"]["initial_unit0_gradient"] < 1e-3 * ws["sigmoid_bce"]["initial_unit0_gradient"]
+    # linear + MSE starts with a large gradient yet stays stuck: its ReLU units die
+    assert "linear_mse" in n["stuck_with_dead_units"]
+    lin = ws["linear_mse"]
+    assert lin["initial_unit0_gradient"] > ws["sigmoid_bce"]["initial_unit0_gradient"]
+    assert lin["dead_hidden_fraction"] > lin["clean_start_dead_hidden_fraction"] + 0.2
 
 
 def test_calibration_ce_model_better_calibrated(sections):
     n = sections["calibration"]
     assert n["softmax_ce"]["final_ece"] < n["sigmoid_mse"]["final_ece"]
     assert n["softmax_ce"]["final_nll"] < n["sigmoid_mse"]["final_nll"]
+    # the reliability diagram's top bin holds most examples, as the text says
+    assert 0.5 < n["softmax_ce"]["top_bin_share"] <= 1.0
 
 
 # ------------------------------------------------------------------ the report end to end

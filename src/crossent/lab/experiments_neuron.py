@@ -54,7 +54,7 @@ def gradient_factor(ctx):
         worst = max(worst, float(np.max(np.abs(ratio / losses.sigmoid_derivative(z) - 1.0))))
         for loss in NEURON_LOSSES:
             ax.semilogy(z, grads[loss], color=COLORS[loss], label=LOSS_LABELS[loss])
-        ax.set(xlabel="pre-activation z", ylabel="|∂L/∂z|", title=f"target y = {int(y)}")
+        ax.set(xlabel="pre-activation z", ylabel="|∂L/∂z| (loss units per unit of z)", title=f"target y = {int(y)}")
         ax.legend(loc="lower center" if y == 0 else "lower center")
         axes[2].semilogy(z, ratio, color="#555555" if y == 0 else "#bbbbbb",
                          ls="-" if y == 0 else "--", lw=3 if y == 0 else 1.5, label=f"MSE / CE ratio, y = {int(y)}")
@@ -112,8 +112,11 @@ def saturated_neuron(ctx):
         numbers[f"sigmoid_derivative_at_start_{w:g}_{b:g}"] = float(losses.sigmoid_derivative(z0))
     axes[0].axhline(0.5, color="#999999", lw=0.8)
     axes[0].set(xlabel="gradient-descent step", ylabel="output a = σ(wx + b)", title="output (target y = 0)")
-    axes[1].set(xlabel="gradient-descent step", ylabel="loss (CE in nats)", title="loss (log scale)", yscale="log")
+    axes[1].set(xlabel="gradient-descent step", ylabel="loss: ½(a − y)² or CE in nats",
+                title="loss (log scale; the two losses differ in scale,\ncompare each curve's shape, not their levels)",
+                yscale="log")
     axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=7, loc="lower left")
     figure = save(fig, ctx.out_dir, "03_saturated_neuron")
     hard_mse, hard_ce = numbers["mse_from_2_2"], numbers["cross_entropy_from_2_2"]
     text = (f"From (2, 2) the output starts at a = {fmt(hard_ce['a0'])}. Cross-entropy brings it below 0.5 in "
@@ -180,7 +183,8 @@ def loss_surfaces(ctx):
             ax.plot(hist["w"], hist["b"], style, color="white", lw=2)
             ax.plot(hist["w"][0], hist["b"][0], "o", color="white", ms=5)
             ax.plot(hist["w"][-1], hist["b"][-1], "x", color="#ff4444", ms=7, mew=2)
-        title = "cross-entropy: convex" if not negative.any() else "MSE: hatched = negative curvature, red = plateau"
+        title = ("cross-entropy: convex" if not negative.any()
+                 else "MSE: hatched = negative curvature,\nbeyond the red line = plateau")
         ax.set(xlabel="weight w", ylabel="bias b", title=title)
         ax.grid(False)
         numbers[loss] = {"min_hessian_eigenvalue": float(min_eig.min()), "negative_curvature_fraction": float(negative.mean()),

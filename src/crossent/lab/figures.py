@@ -18,7 +18,7 @@ COLORS = {
     "mse": "#d62728",
     "cross_entropy": "#1f77b4",
     "softmax_ce": "#1f77b4",
-    "sigmoid_bce": "#17becf",
+    "sigmoid_bce": "#2ca02c",
     "softmax_mse": "#ff7f0e",
     "sigmoid_mse": "#d62728",
     "linear_mse": "#9467bd",

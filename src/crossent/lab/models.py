@@ -277,6 +277,14 @@ class MLP:
             a = self._activate(a @ W + b)
         return a @ self.weights[-1] + self.biases[-1]
 
+    def hidden_preactivations(self, X):
+        """The pre-activations ``z`` of each hidden layer for inputs `X`, a list of (n, width) arrays."""
+        zs, a = [], X
+        for W, b in zip(self.weights[:-1], self.biases[:-1]):
+            zs.append(a @ W + b)
+            a = self._activate(zs[-1])
+        return zs
+
     def sgd_step(self, X, labels, learning_rate):
         """One gradient step on the batch; returns the batch loss, or None if the logits blew up."""
         zs, acts = [], [X]

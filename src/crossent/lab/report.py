@@ -20,7 +20,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ._common import Context
+from ._common import Context, pct
+from .models import HEAD_LABELS
 
 DEFAULT_OUT = "crossent-report"
 
@@ -188,18 +189,28 @@ def render_html(results, meta):
     relu = by_id.get("relu_question")
     if relu is not None:
         n = relu["numbers"]
+        ws = n["wrong_start"]
         parts += [
             '<section id="answer"><h2>The ReLU question: the answer</h2>',
             f'<p class="headline">{esc(n["answer"])}</p>',
-            "<p>ReLU hidden units do not saturate, so the hidden layer no longer multiplies the gradient by a "
-            "vanishing σ′. The output is a different matter: a sigmoid or softmax output paired with squared error "
-            "still carries σ′ (or the softmax Jacobian) of the output, and a confidently wrong output unit gets "
-            f"almost no gradient (mean |∂ℓ/∂z₀| per example = {esc(format_cell(relu['numbers']['wrong_start']['sigmoid_mse']['initial_unit0_gradient']))} "
+            "<p>ReLU hidden units do not saturate on the positive side, so the hidden layer no longer multiplies the "
+            "gradient by a vanishing σ′. The output is a different matter: a sigmoid or softmax output paired with "
+            "squared error still carries σ′ (or the softmax Jacobian) of the output, and a confidently wrong output "
+            f"unit gets almost no gradient (mean |∂ℓ/∂z₀| per example = {esc(format_cell(ws['sigmoid_mse']['initial_unit0_gradient']))} "
             f"for sigmoid + MSE against "
-            f"{esc(format_cell(relu['numbers']['wrong_start']['sigmoid_bce']['initial_unit0_gradient']))} for sigmoid + "
+            f"{esc(format_cell(ws['sigmoid_bce']['initial_unit0_gradient']))} for sigmoid + "
             "binary cross-entropy at the start). So with ReLU hidden layers cross-entropy is still the loss to "
-            "pair with a sigmoid or softmax output.</p></section>",
+            "pair with a sigmoid or softmax output.</p>",
         ]
+        for head in n.get("stuck_with_dead_units", []):
+            w = ws[head]
+            parts.append(
+                f"<p>ReLU brings its own zero-gradient failure. The {esc(HEAD_LABELS[head])} head has no output "
+                f"non-linearity and its biased unit starts with a large gradient ({esc(format_cell(w['initial_unit0_gradient']))}), "
+                f"yet it does not recover: after training, {esc(pct(w['dead_hidden_fraction']))} of the ReLU units are "
+                "dead, negative for every training example and so passing no gradient, against "
+                f"{esc(pct(w['clean_start_dead_hidden_fraction']))} from the clean start.</p>")
+        parts.append("</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
