@@ -150,7 +150,7 @@ def digits_sigmoid(ctx):
     axes[0].legend(fontsize=7, loc="lower right", ncol=1)
     k = len(SIGMOID_HEADS)
     axes[1].set_xticks([j + off for off in (0.0, k + 0.5) for j in range(k)],
-                       [SHORT_LABELS[h] for _ in range(2) for h in SIGMOID_HEADS], fontsize=8)
+                       [SHORT_LABELS[h] for _ in range(2) for h in SIGMOID_HEADS], fontsize=7)
     axes[1].set(ylabel="final test accuracy", title="final accuracy, one dot per seed, bar = mean\nN(0,1) init  |  scaled init")
     axes[1].axvline(k - 0.25, color="#999999", lw=0.8)
     bc_rows = []
