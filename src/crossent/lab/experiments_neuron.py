@@ -274,7 +274,7 @@ def information_measures(ctx):
         info = float(measures.self_information(pe, base=2))
         axes[0].plot(pe, info, "o", color="#d62728")
         axes[0].annotate(f"{name}\np = {pe:g}: {info:.3g} bits", (pe, info), textcoords="offset points",
-                         xytext=(8, 6) if pe < 0.5 else (-95, 25), fontsize=8)
+                         xytext=(8, 6) if pe < 0.5 else (-150, 4), fontsize=8)
     axes[0].set(xlabel="probability p of the event", ylabel="self-information −log₂ p (bits)", title="rare news needs more checking")
     grid = np.linspace(0.0, 1.0, 201)
     binary = measures.entropy(np.stack([grid, 1.0 - grid], axis=-1), base=2)
