@@ -470,3 +470,22 @@ def test_bce_inplace_and_errors(backend, dtype):
 def test_bce_empty_input(backend):
     loss, grad = sigmoid_binary_cross_entropy_fused(np.zeros((0, 3), np.float32), np.zeros((0, 3)))
     assert loss == 0.0 and grad.shape == (0, 3)
+
+
+def test_without_numba_the_numpy_backend_gives_the_same_answer(monkeypatch):
+    # numba is an optional extra ("fast"): simulate an install without it
+    import sys
+
+    from crossent import kernels
+
+    rng = np.random.default_rng(99)
+    x = rng.standard_normal((37, 300), dtype=np.float32)
+    y = rng.integers(0, 300, 37)
+    want_loss, want_grad = kernels.softmax_cross_entropy_fused(x, y, label_smoothing=0.1)
+    monkeypatch.setitem(sys.modules, "crossent.kernels.numba_fused", None)  # import raises ImportError
+    monkeypatch.delattr(kernels, "numba_fused", raising=False)
+    monkeypatch.setattr(kernels, "use_numba", True)
+    loss, grad = kernels.softmax_cross_entropy_fused(x, y, label_smoothing=0.1)
+    assert kernels.use_numba is False  # the fallback was taken and remembered
+    np.testing.assert_allclose(loss, want_loss, rtol=2e-5)
+    np.testing.assert_allclose(grad, want_grad, atol=2e-6 * np.abs(want_grad).max())

@@ -67,7 +67,7 @@ def labels_to_2d(labels, logits_shape: tuple, axis: int, ignore_index) -> np.nda
             )
         if ignore_index is not None:
             raise ValueError("`ignore_index` applies to integer labels only; it must be None with probability targets.")
-        labels = check_distribution(labels, "labels", axis).astype(np.float64, copy=False)
+        labels = check_distribution(labels, "labels", axis, offer_normalize=False).astype(np.float64, copy=False)
         return np.ascontiguousarray(np.moveaxis(labels, axis, -1).reshape(-1, num_classes))
     raise TypeError(
         f"`labels` must be integer class indices or float probabilities, got dtype {labels.dtype} ({show(labels)})."

@@ -112,13 +112,16 @@ def check_unit_interval(x: np.ndarray, name: str) -> None:
         raise ValueError(f"`{name}` must lie in [0, 1], got {float(x[idx])!r} at index {idx}.")
 
 
-def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) -> np.ndarray:
+def check_distribution(p, name: str, axis: int = -1, normalize: bool = False, *,
+                       offer_normalize: bool = True) -> np.ndarray:
     """Validate probabilities along `axis` and return them as a float array.
 
     Without `normalize`, entries must be finite, in [0, 1] and sum to 1 along
     `axis` within :func:`sum_tolerance`.  With ``normalize=True`` they may be
     any finite non-negative weights or counts with a positive sum, and are
     divided by that sum (the explicit opt-in; nothing is normalised silently).
+    `offer_normalize` adds that hint to the error; callers without a
+    ``normalize`` parameter turn it off.
     """
     p = as_float_array(p, name)
     if p.ndim == 0:
@@ -143,15 +146,16 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False) ->
     if (p > 1 + tol).any():
         idx = tuple(int(i) for i in np.argwhere(p > 1 + tol)[0])
         raise ValueError(
-            f"`{name}` must lie in [0, 1], got {float(p[idx])!r} at index {idx}; "
-            "pass normalize=True to treat weights or counts as a distribution."
+            f"`{name}` must lie in [0, 1], got {float(p[idx])!r} at index {idx}"
+            + ("; pass normalize=True to treat weights or counts as a distribution." if offer_normalize else ".")
         )
     off = np.abs(totals - 1) > tol
     if off.any():
         idx = tuple(int(i) for i in np.argwhere(off)[0])
         raise ValueError(
             f"`{name}` must sum to 1 along axis {axis}, but {_at(idx, axis, 'the distribution at') or 'it'} sums to "
-            f"{float(totals[idx]):.9g} (tolerance {tol:.1e}); pass normalize=True to normalise weights or counts."
+            f"{float(totals[idx]):.9g} (tolerance {tol:.1e})"
+            + ("; pass normalize=True to normalise weights or counts." if offer_normalize else ".")
         )
     return p
 
