@@ -160,3 +160,30 @@ def test_python_dash_m_crossent_runs_the_same_command():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "I(0.5) = 1 bit\n"
+
+
+def _readme_cli_examples():
+    """(argv, expected output lines) for each `$ crossent ...` line of the README with output below it."""
+    from pathlib import Path
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    examples, current = [], None
+    for line in readme.read_text(encoding="utf-8").splitlines():
+        if line.startswith("$ crossent "):
+            current = (line[2:].split("#")[0].split()[1:], [])
+            examples.append(current)
+        elif line.startswith("```"):
+            current = None
+        elif current is not None:
+            current[1].append(line)
+    return [(argv, out) for argv, out in examples if out]  # `report` has no output shown
+
+
+_README_EXAMPLES = _readme_cli_examples()
+
+
+@pytest.mark.parametrize("argv, expected", _README_EXAMPLES, ids=[" ".join(argv) for argv, _ in _README_EXAMPLES])
+def test_readme_command_line_examples(capsys, argv, expected):
+    status, out, err = run(capsys, *argv)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == expected
