@@ -852,3 +852,46 @@ class TestFusedDispatchLeavesInputsAlone:
         ref_loss, ref_grad = losses.softmax_cross_entropy_with_grad(logits, labels, axis=axis, backend="reference")
         assert_allclose(loss, ref_loss, rtol=2e-5 if dtype == np.float32 else 1e-12)
         assert_allclose(grad, ref_grad, rtol=2e-5, atol=2e-6 if dtype == np.float32 else 1e-14)
+
+
+# ------------------------------------------------------------- bfloat16-like inputs
+
+
+class TestBfloat16:
+    """ml_dtypes' bfloat16 (JAX's NumPy bfloat16) is computed and returned in float32, like float16."""
+
+    def bf16(self, values):
+        # ml_dtypes is a dev dependency, installed wherever the test command runs
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        return np.asarray(values, dtype=np.float32).astype(ml_dtypes.bfloat16)
+
+    def test_softmax_cross_entropy_equals_the_float32_result(self):
+        z = self.bf16([[1.0, 2.0, 3.0], [0.0, 1.0, -1.0], [-0.5, 0.25, 8.0]])
+        labels = np.array([0, 1, 2])
+        for backend in ("auto", "reference"):
+            loss, grad = losses.softmax_cross_entropy_with_grad(z, labels, label_smoothing=0.1, backend=backend)
+            want_loss, want_grad = losses.softmax_cross_entropy_with_grad(z.astype(np.float32), labels, label_smoothing=0.1,
+                                                                     backend=backend)
+            assert grad.dtype == np.float32 and np.asarray(loss).dtype == np.float32
+            assert loss == want_loss
+            np.testing.assert_array_equal(grad, want_grad)
+
+    def test_binary_losses_and_activations(self):
+        z, y = self.bf16([1.0, -2.0, 40.0]), self.bf16([1.0, 0.0, 0.0])
+        loss, grad = losses.sigmoid_binary_cross_entropy_with_grad(z, y)
+        want_loss, want_grad = losses.sigmoid_binary_cross_entropy_with_grad(z.astype(np.float32), y.astype(np.float32))
+        assert grad.dtype == np.float32 and loss == want_loss
+        np.testing.assert_array_equal(grad, want_grad)
+        assert losses.sigmoid(z).dtype == np.float32
+        np.testing.assert_array_equal(losses.log_softmax(z), losses.log_softmax(z.astype(np.float32)))
+
+    def test_measures(self):
+        from crossent import measures
+
+        p = self.bf16([0.5, 0.25, 0.25])
+        assert measures.entropy(p, base=2) == 1.5
+        assert measures.cross_entropy(p, self.bf16([0.25, 0.25, 0.5]), base=2) == 1.75
+
+    def test_structured_dtypes_are_still_refused(self):
+        with pytest.raises(TypeError, match="`logits` must be a real numeric array"):
+            losses.softmax_cross_entropy(np.zeros((2, 3), dtype=[("a", "<f2")]), np.array([0, 1]))

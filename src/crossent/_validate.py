@@ -62,12 +62,17 @@ def as_float_array(x, name: str, *, min_dtype=np.float64) -> np.ndarray:
     """`x` as a floating NumPy array.
 
     Integer and boolean input becomes `min_dtype`; float16 and float32 stay
-    as they are (callers decide their compute dtype).  Complex, object and
-    string input is a `TypeError`.
+    as they are (callers decide their compute dtype).  Low-precision floats
+    that NumPy knows only as extension types (``ml_dtypes.bfloat16`` as used
+    by JAX, the float8 formats) become float32, which holds each of their
+    values exactly.  Complex, object, string and structured input is a
+    `TypeError`.
     """
     arr = np.asarray(x)
     if arr.dtype.kind in "biu":
         return arr.astype(min_dtype)
+    if arr.dtype.kind == "V" and arr.dtype.itemsize <= 2 and np.can_cast(arr.dtype, np.float32, "safe"):
+        return arr.astype(np.float32)
     if arr.dtype.kind != "f":
         raise TypeError(f"`{name}` must be a real numeric array, got dtype {arr.dtype} ({show(x)}).")
     return arr
