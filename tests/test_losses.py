@@ -892,6 +892,16 @@ class TestBfloat16:
         assert measures.entropy(p, base=2) == 1.5
         assert measures.cross_entropy(p, self.bf16([0.25, 0.25, 0.5]), base=2) == 1.75
 
+    @pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2"])
+    def test_float8_formats_too(self, name):
+        # ml_dtypes reports e4m3fn as kind "V" but e5m2 as kind "f"; both must become float32
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        p = np.array([0.5, 0.25, 0.25], dtype=getattr(ml_dtypes, name))
+        from crossent import measures
+
+        result = measures.entropy(p, base=2)
+        assert result == 1.5 and result.dtype == np.float32
+
     def test_structured_dtypes_are_still_refused(self):
         with pytest.raises(TypeError, match="`logits` must be a real numeric array"):
             losses.softmax_cross_entropy(np.zeros((2, 3), dtype=[("a", "<f2")]), np.array([0, 1]))

@@ -58,6 +58,15 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
     return axis % ndim
 
 
+_NATIVE_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.longdouble))
+
+
+def _is_extension_float(dtype: np.dtype) -> bool:
+    """A float type of at most 16 bits that NumPy does not implement itself (bfloat16, float8_*)."""
+    return (dtype.kind in "fV" and dtype not in _NATIVE_FLOATS and dtype.fields is None
+            and dtype.itemsize <= 2 and np.can_cast(dtype, np.float32, "same_kind"))
+
+
 def as_float_array(x, name: str, *, min_dtype=np.float64) -> np.ndarray:
     """`x` as a floating NumPy array.
 
@@ -71,7 +80,7 @@ def as_float_array(x, name: str, *, min_dtype=np.float64) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind in "biu":
         return arr.astype(min_dtype)
-    if arr.dtype.kind == "V" and arr.dtype.itemsize <= 2 and np.can_cast(arr.dtype, np.float32, "safe"):
+    if _is_extension_float(arr.dtype):
         return arr.astype(np.float32)
     if arr.dtype.kind != "f":
         raise TypeError(f"`{name}` must be a real numeric array, got dtype {arr.dtype} ({show(x)}).")
