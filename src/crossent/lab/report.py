@@ -116,7 +116,7 @@ header { border-bottom: 2px solid #1f77b4; margin-bottom: 16px; }
 h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .meta { color: #555; font-size: 0.9em; }
 nav ol { columns: 2; font-size: 0.95em; list-style: none; padding-left: 1em; }
-figure { margin: 12px 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figure { margin: 12px 0; position: relative; left: 50%; transform: translateX(-50%); width: min(96vw, 1560px); text-align: center; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.9em; }
 caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
 th, td { border: 1px solid #ccc; padding: 3px 10px; } th { background: #f3f6fa; }
