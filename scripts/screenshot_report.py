@@ -4,7 +4,9 @@
 Usage: ``python scripts/screenshot_report.py [DIR] [--out PNG] [--height N] [--width N]``
 
 Writes ``DIR/screenshot.png`` (or PNG; the whole page, 1280 px wide by
-default, blank rows below the page cropped) and prints its path.  DIR
+default, blank rows below the page cropped) and prints its path, then checks
+in the same browser that every image on the page loaded (exit status 1 if
+one did not).  DIR
 defaults to ``./crossent-report`` (run ``crossent report`` first).
 Exit status 2 if DIR/index.html or chromium is missing; the message says
 how to install it (``apt-get install -y chromium``).
@@ -13,6 +15,7 @@ how to install it (``apt-get install -y chromium``).
 from __future__ import annotations
 
 import argparse
+import html
 import shutil
 import subprocess
 import sys
@@ -58,6 +61,51 @@ def screenshot(report_dir, *, width=1280, height=12000, output=None, timeout=120
     return output
 
 
+_IMAGE_CHECK = """<script>
+window.addEventListener("load", function () {
+  var images = Array.from(document.images);
+  var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); })
+                     .map(function (i) { return i.getAttribute("src"); });
+  var out = document.createElement("pre");
+  out.id = "crossent-image-check";
+  out.textContent = JSON.stringify({images: images.length, broken: broken});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def image_check(report_dir, *, timeout=120):
+    """Load ``report_dir/index.html`` in headless Chromium and report which images failed to load.
+
+    Returns ``{"images": n, "broken": [src, ...]}`` as the browser saw it
+    (an image counts as loaded when it decoded to a non-zero width).
+    """
+    import json
+
+    report_dir = Path(report_dir).resolve()
+    page = report_dir / "index.html"
+    if not page.is_file():
+        raise FileNotFoundError(f"no report at {page}")
+    browser = find_chromium()
+    if browser is None:
+        raise FileNotFoundError(f"chromium not found; install it with `{INSTALL_HINT}`")
+    # a copy beside the original, so that relative image paths resolve the same way
+    probe = report_dir / ".image-check.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _IMAGE_CHECK + "</body>"), encoding="utf-8")
+    try:
+        with tempfile.TemporaryDirectory(prefix="crossent-chromium-") as profile:
+            command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                       f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+            dom = subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True).stdout
+    finally:
+        probe.unlink(missing_ok=True)
+    marker = '<pre id="crossent-image-check">'
+    if marker not in dom:
+        raise RuntimeError("chromium did not run the image check (no result in the page)")
+    return json.loads(html.unescape(dom.split(marker, 1)[1].split("</pre>", 1)[0]))
+
+
 def _crop_blank_bottom(path, margin=40):
     """Cut the white space below the page's end (the window is taller than the page)."""
     try:
@@ -85,10 +133,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         path = screenshot(args.dir, width=args.width, height=args.height, output=args.output)
+        check = image_check(args.dir)
     except (FileNotFoundError, RuntimeError, subprocess.SubprocessError) as error:
         print(f"screenshot_report: {error}", file=sys.stderr)
         return 2
     print(path)
+    if check["broken"]:
+        print(f"screenshot_report: {len(check['broken'])} of {check['images']} images did not load: "
+              + ", ".join(check["broken"]), file=sys.stderr)
+        return 1
+    print(f"all {check['images']} images loaded")
     return 0
 
 

@@ -241,6 +241,14 @@ def test_screenshot(quick_report, tmp_path):
         pytest.skip("chromium is not installed")
     png = module.screenshot(quick_report[0], height=2000, output=tmp_path / "shot.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+    # every figure of the page loads in the browser: no broken images
+    figures = [f for e in quick_report[1]["experiments"] for f in e["figures"]]
+    assert module.image_check(quick_report[0]) == {"images": len(figures), "broken": []}
+    # and the check does see a broken one
+    page = tmp_path / "broken"
+    page.mkdir()
+    (page / "index.html").write_text('<html><body><img src="missing.png"></body></html>', encoding="utf-8")
+    assert module.image_check(page) == {"images": 1, "broken": ["missing.png"]}
 
 
 def test_matplotlib_loads_only_when_a_report_runs():
