@@ -34,13 +34,8 @@ def find_chromium():
     return None
 
 
-def screenshot(report_dir, *, width=1280, height=12000, output=None, timeout=120):
-    """Render ``report_dir/index.html`` to a PNG (blank bottom cropped); return the PNG's path.
-
-    Raises:
-        FileNotFoundError: no report in `report_dir`, or no chromium.
-        RuntimeError: chromium ran but wrote no image.
-    """
+def _report_and_browser(report_dir):
+    """``(report_dir, index.html, chromium binary)``, or FileNotFoundError saying what is missing."""
     report_dir = Path(report_dir).resolve()
     page = report_dir / "index.html"
     if not page.is_file():
@@ -48,13 +43,29 @@ def screenshot(report_dir, *, width=1280, height=12000, output=None, timeout=120
     browser = find_chromium()
     if browser is None:
         raise FileNotFoundError(f"chromium not found; install it with `{INSTALL_HINT}`")
-    output = Path(output).resolve() if output else report_dir / "screenshot.png"
+    return report_dir, page, browser
+
+
+def _run_headless(browser, *args, timeout):
+    """Run headless Chromium offline with a throw-away profile; return its stdout."""
     with tempfile.TemporaryDirectory(prefix="crossent-chromium-") as profile:
         command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                   f"--user-data-dir={profile}", "--hide-scrollbars", f"--screenshot={output}",
-                   f"--window-size={width},{height}", page.as_uri()]
-        subprocess.run(command, check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   f"--user-data-dir={profile}", *args]
+        return subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True).stdout
+
+
+def screenshot(report_dir, *, width=1280, height=12000, output=None, timeout=120):
+    """Render ``report_dir/index.html`` to a PNG (blank bottom cropped); return the PNG's path.
+
+    Raises:
+        FileNotFoundError: no report in `report_dir`, or no chromium.
+        RuntimeError: chromium ran but wrote no image.
+    """
+    report_dir, page, browser = _report_and_browser(report_dir)
+    output = Path(output).resolve() if output else report_dir / "screenshot.png"
+    _run_headless(browser, "--hide-scrollbars", f"--screenshot={output}", f"--window-size={width},{height}",
+                  page.as_uri(), timeout=timeout)
     if not output.is_file():
         raise RuntimeError(f"chromium did not write {output}")
     _crop_blank_bottom(output)
@@ -82,22 +93,12 @@ def image_check(report_dir, *, timeout=120):
     """
     import json
 
-    report_dir = Path(report_dir).resolve()
-    page = report_dir / "index.html"
-    if not page.is_file():
-        raise FileNotFoundError(f"no report at {page}")
-    browser = find_chromium()
-    if browser is None:
-        raise FileNotFoundError(f"chromium not found; install it with `{INSTALL_HINT}`")
+    report_dir, page, browser = _report_and_browser(report_dir)
     # a copy beside the original, so that relative image paths resolve the same way
     probe = report_dir / ".image-check.html"
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _IMAGE_CHECK + "</body>"), encoding="utf-8")
     try:
-        with tempfile.TemporaryDirectory(prefix="crossent-chromium-") as profile:
-            command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                       f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
-            dom = subprocess.run(command, check=True, timeout=timeout, capture_output=True, text=True).stdout
+        dom = _run_headless(browser, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri(), timeout=timeout)
     finally:
         probe.unlink(missing_ok=True)
     marker = '<pre id="crossent-image-check">'

@@ -270,13 +270,15 @@ def relu_question(ctx):
               + (", ".join(f"{HEAD_LABELS[h]} ({_epochs(epochs_to[h])})" for h in fast) or "none") + "; slowly: "
               + (", ".join(f"{HEAD_LABELS[h]} ({_epochs(epochs_to[h])})" for h in slow) or "none")
               + f"; not within {size['relu_epochs']} epochs: {names(never)}. ")
-    stuck = [h for h in slow + never if ws[h]["dead_hidden_fraction"] is not None]
+    # stuck heads whose output has no saturating non-linearity: ReLU's own zero gradient is the suspect
+    stuck = [h for h in slow + never
+             if h not in ("sigmoid_mse", "softmax_mse") and ws[h]["dead_hidden_fraction"] is not None]
     dead_text = "".join(
         f" {HEAD_LABELS[h]}: its biased unit starts with |∂ℓ/∂z₀| = {fmt(ws[h]['initial_unit0_gradient'])}, and after "
         f"training {pct(ws[h]['dead_hidden_fraction'])} of the ReLU units are dead (zero for every training example, so "
         f"they pass no gradient), against {pct(ws[h]['clean_start_dead_hidden_fraction'])} from the clean start."
-        for h in stuck if h not in ("sigmoid_mse", "softmax_mse"))
-    numbers["stuck_with_dead_units"] = [h for h in stuck if h not in ("sigmoid_mse", "softmax_mse")]
+        for h in stuck)
+    numbers["stuck_with_dead_units"] = stuck
     text = (f"With ReLU hidden units and a clean start, the best accuracy over the η grid is "
             f"{pct(best['softmax_ce'])} for softmax cross-entropy and {pct(best['sigmoid_mse'])} for sigmoid MSE. "
             + answer +

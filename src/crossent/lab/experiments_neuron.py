@@ -167,7 +167,8 @@ def loss_surfaces(ctx):
     numbers, rows, surfaces = {"grid_points": n * n, "grid": "w, b in [-4, 4]"}, [], {}
     for loss, ax in zip(NEURON_LOSSES, axes):
         J, grad_norm, min_eig = surface_curvature(w, b, x, y, loss)
-        surfaces[loss] = J
+        paths = [train_neuron(w0, b0, loss) for w0, b0 in SATURATED["starts"]]
+        surfaces[loss] = (J, paths)
         a = losses.sigmoid(w * x + b)
         negative = min_eig < -1e-8
         plateau = (grad_norm < 1e-2) & (a > 0.5)  # flat while the output is still wrong
@@ -178,8 +179,7 @@ def loss_surfaces(ctx):
             ax.contour(w, b, negative.astype(float), levels=[0.5], colors="white", linewidths=1.0)
         if plateau.any():
             ax.contour(w, b, plateau.astype(float), levels=[0.5], colors="#ff4444", linewidths=1.5)
-        for (w0, b0), style in zip(SATURATED["starts"], ("-", "--")):
-            hist = train_neuron(w0, b0, loss)
+        for hist, style in zip(paths, ("-", "--")):
             ax.plot(hist["w"], hist["b"], style, color="white", lw=2)
             ax.plot(hist["w"][0], hist["b"][0], "o", color="white", ms=5)
             ax.plot(hist["w"][-1], hist["b"][-1], "x", color="#ff4444", ms=7, mew=2)
@@ -212,13 +212,12 @@ def loss_surfaces(ctx):
 
 
 def _surfaces_3d(ctx, w, b, surfaces):
-    """The article's picture: each surface J(w, b) in 3-D with the descent paths lying on it."""
+    """The article's picture: each surface J(w, b) in 3-D with its descent paths (``surfaces[loss] = (J, paths)``) on it."""
     fig, axes = new_figure(2, width=11.0, height=4.8, subplot_kw={"projection": "3d"})
     stride = max(1, w.shape[0] // 40)
-    for (loss, J), ax in zip(surfaces.items(), axes):
+    for (loss, (J, paths)), ax in zip(surfaces.items(), axes):
         ax.plot_surface(w, b, J, rstride=stride, cstride=stride, cmap="viridis", linewidth=0, alpha=0.75)
-        for (w0, b0), style in zip(SATURATED["starts"], ("-", "--")):
-            hist = train_neuron(w0, b0, loss)
+        for hist, style in zip(paths, ("-", "--")):
             ax.plot(hist["w"], hist["b"], hist["loss"], style, color="#ff4444", lw=2, zorder=5)
             ax.scatter([hist["w"][0]], [hist["b"][0]], [hist["loss"][0]], color="#ff4444", s=20, depthshade=False)
         unit = "J (nats)" if loss == "cross_entropy" else "J = ½(a − y)²"
