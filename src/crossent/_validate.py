@@ -13,22 +13,12 @@ import operator
 
 import numpy as np
 
-REDUCTIONS = ("none", "sum", "mean")
-
-
 def show(value, limit: int = 6) -> str:
     """Short repr of `value` for error messages (arrays are truncated)."""
     if isinstance(value, np.ndarray) and value.size > limit:
         flat = ", ".join(np.array2string(v, precision=6) for v in value.ravel()[:limit])
         return f"array([{flat}, ...], shape={value.shape})"
     return repr(value)
-
-
-def check_reduction(reduction) -> str:
-    """Return `reduction` if it is one of "none", "sum", "mean"."""
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}.")
-    return reduction
 
 
 def check_base(base) -> float | None:
@@ -183,18 +173,6 @@ def _at(idx: tuple, axis: int, prefix: str) -> str:
 def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape}.")
-
-
-def check_label_smoothing(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"`label_smoothing` must be a number in [0, 1], got {value!r}.")
-    return float(value)
-
-
-def check_nonnegative_scalar(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be a finite non-negative number, got {value!r}.")
-    return float(value)
 
 
 def check_weights(w, name: str, shape: tuple | None = None) -> np.ndarray:

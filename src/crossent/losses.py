@@ -27,14 +27,12 @@ import numpy as np
 from scipy import special
 
 from . import kernels
+from ._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction
 from ._softmax_ce import check_softmax_logits, labels_to_2d, softmax_ce_2d, times
 from ._validate import (
     as_float_array,
     check_axis,
     check_finite,
-    check_label_smoothing,
-    check_nonnegative_scalar,
-    check_reduction,
     check_same_shape,
     check_unit_interval,
     check_weights,

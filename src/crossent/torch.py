@@ -84,7 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from crossent import _validate
+from crossent import _rules, _validate
 
 __all__ = [
     "cross_entropy",
@@ -205,7 +205,7 @@ def _reduce(rows, denom, reduction):
 def _reduction_from_legacy(size_average, reduce, reduction):
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
-    return _validate.check_reduction(reduction)
+    return _rules.check_reduction(reduction)
 
 
 def _check_float_tensor(x, name):
@@ -406,8 +406,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     _check_float_tensor(input, "input")
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}.")
-    label_smoothing = _validate.check_label_smoothing(label_smoothing)
-    z_loss = _validate.check_nonnegative_scalar(z_loss, "z_loss")
+    label_smoothing = _rules.check_label_smoothing(label_smoothing)
+    z_loss = _rules.check_nonnegative_scalar(z_loss, "z_loss")
     ignore_index = _check_ignore_index(ignore_index)
     if input.ndim == 0:
         raise ValueError("`input` must have a class dimension, got a 0-d tensor.")
@@ -807,10 +807,10 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
         >>> loss.backward(); torch.allclose(w.grad, torch.autograd.grad(ref, w)[0])
         True
     """
-    reduction = _validate.check_reduction(reduction)
+    reduction = _rules.check_reduction(reduction)
     for name, tensor in (("hidden", hidden), ("weight", weight)):
         _check_float_tensor(tensor, name)
-    label_smoothing = _validate.check_label_smoothing(label_smoothing)
+    label_smoothing = _rules.check_label_smoothing(label_smoothing)
     ignore_index = _check_ignore_index(ignore_index)
     if weight.ndim != 2 or weight.shape[0] == 0:
         raise ValueError(f"`weight` must have shape (V, D) with V >= 1, got {tuple(weight.shape)}.")
@@ -865,7 +865,7 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
                  label_smoothing=0.0, *, z_loss=0.0, inplace_backward=False):
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
-        self.z_loss = _validate.check_nonnegative_scalar(z_loss, "z_loss")
+        self.z_loss = _rules.check_nonnegative_scalar(z_loss, "z_loss")
         self.inplace_backward = bool(inplace_backward)
 
     def extra_repr(self) -> str:

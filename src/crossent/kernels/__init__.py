@@ -45,10 +45,8 @@ import operator
 
 import numpy as np
 
+from .._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction
 from .._validate import (
-    check_label_smoothing,
-    check_nonnegative_scalar,
-    check_reduction,
     check_weights,
     show,
 )
