@@ -21,14 +21,20 @@ Conventions shared by all losses
 from __future__ import annotations
 
 import numbers
-import operator
 
 import numpy as np
 from scipy import special
 
 from . import kernels
-from ._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction
-from ._softmax_ce import check_softmax_logits, labels_to_2d, softmax_ce_2d, times
+from ._rules import (
+    CrossEntropyOptions,
+    check_class_weight,
+    check_label_smoothing,
+    check_nonnegative_scalar,
+    check_reduction,
+    times,
+)
+from ._softmax_ce import check_softmax_logits, labels_to_2d, softmax_ce_2d
 from ._validate import (
     as_float_array,
     check_axis,
@@ -601,17 +607,6 @@ def mean_squared_error(pred, target, *, sample_weight=None, reduction="mean"):
 _BACKENDS = ("auto", "fused", "reference")
 
 
-def _check_ignore_index(ignore_index):
-    if ignore_index is None:
-        return None
-    if isinstance(ignore_index, bool):
-        raise TypeError(f"`ignore_index` must be an integer or None, got {ignore_index!r}.")
-    try:
-        return operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"`ignore_index` must be an integer or None, got {ignore_index!r}.") from None
-
-
 def softmax_cross_entropy_with_grad(
     logits,
     labels,
@@ -717,10 +712,8 @@ def softmax_cross_entropy_with_grad(
         >>> float(softmax_cross_entropy([0.0, 0.0, -np.inf], 0)) == float(np.log(2))
         True
     """
-    reduction = check_reduction(reduction)
-    label_smoothing = check_label_smoothing(label_smoothing)
-    z_loss = check_nonnegative_scalar(z_loss, "z_loss")
-    ignore_index = _check_ignore_index(ignore_index)
+    options = CrossEntropyOptions.check(label_smoothing=label_smoothing, ignore_index=ignore_index, z_loss=z_loss,
+                                        reduction=reduction)
     logits = as_float_array(logits, "logits")  # float16/float32 kept until the core call
     dtype = _result_dtype(logits)
     if logits.ndim == 0:
@@ -729,11 +722,10 @@ def softmax_cross_entropy_with_grad(
     num_classes = logits.shape[axis]
     if num_classes == 0:
         raise ValueError(f"`logits` must have at least one class along axis {axis}, got shape {logits.shape}.")
-    if class_weight is not None:
-        class_weight = check_weights(class_weight, "class_weight", (num_classes,)).astype(np.float64, copy=False)
+    class_weight = check_class_weight(class_weight, num_classes)
     if backend not in _BACKENDS:
         raise ValueError(f"`backend` must be one of {_BACKENDS}, got {backend!r}.")
-    labels2d = labels_to_2d(labels, logits.shape, axis, ignore_index)
+    labels2d, options = labels_to_2d(labels, logits.shape, axis, options)
 
     moved = np.moveaxis(logits, axis, -1)
     logits2d = np.ascontiguousarray(moved.reshape(-1, num_classes))
@@ -749,9 +741,8 @@ def softmax_cross_entropy_with_grad(
         # The kernel finds NaN/+inf logits in the pass it makes anyway; on error,
         # re-check the original array so the message indexes the caller's shape.
         try:
-            loss, grad2d = kernels.softmax_cross_entropy_fused(
-                logits2d, kernel_labels, class_weight=class_weight, ignore_index=ignore_index,
-                label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction,
+            loss, grad2d = kernels.softmax_cross_entropy_core(
+                logits2d, kernel_labels, class_weight, options,
                 inplace=not np.may_share_memory(logits2d, logits),  # our own copy: reuse it
             )
         except ValueError:
@@ -759,10 +750,9 @@ def softmax_cross_entropy_with_grad(
             raise
     else:
         check_softmax_logits(logits)
-        loss, grad2d = softmax_ce_2d(logits2d.astype(np.float64, copy=False), labels2d, class_weight, ignore_index,
-                                     label_smoothing, z_loss, reduction)
+        loss, grad2d = softmax_ce_2d(logits2d.astype(np.float64, copy=False), labels2d, class_weight, options)
     grad = np.moveaxis(grad2d.reshape(moved.shape), -1, axis).astype(dtype, copy=False)
-    if reduction == "none":
+    if options.reduction == "none":
         return loss.reshape(moved.shape[:-1]).astype(dtype), grad
     return dtype.type(loss), grad
 
