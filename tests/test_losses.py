@@ -908,3 +908,20 @@ class TestBfloat16:
     def test_structured_dtypes_are_still_refused(self):
         with pytest.raises(TypeError, match="`logits` must be a real numeric array"):
             losses.softmax_cross_entropy(np.zeros((2, 3), dtype=[("a", "<f2")]), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("f", [losses.softmax, losses.log_softmax])
+def test_softmax_of_nothing_is_a_clear_error(f):
+    # Before: NumPy's "zero-size array to reduction operation maximum which has no identity".
+    with pytest.raises(ValueError, match=r"`z` has no classes along axis 0 \(shape \(0,\)\)"):
+        f([])
+    assert f(np.zeros((0, 3))).shape == (0, 3)  # no rows is fine
+
+
+def test_ignore_index_true_is_a_type_error_everywhere():
+    from crossent.kernels import softmax_cross_entropy_fused
+
+    x = np.zeros((2, 3))
+    for f in (losses.softmax_cross_entropy, softmax_cross_entropy_fused):
+        with pytest.raises(TypeError, match="`ignore_index` must be an integer or None, got True"):
+            f(x, np.array([0, 1]), ignore_index=True)

@@ -56,6 +56,7 @@ __all__ = [
     "supports_softmax",
     "empty_cache",
     "BACKENDS",
+    "softmax_cross_entropy_core",  # for callers that have checked their inputs (crossent.losses, crossent.torch)
 ]
 
 #: How many gradient buffers (>= 1 MiB) are kept for reuse; 0 turns reuse off.
