@@ -266,11 +266,16 @@ def log1p_unit(e):
 def bce_point(xj, yj, p, w, scale):
     """(loss, d loss / dx) of one element; see :func:`crossent.kernels.sigmoid_binary_cross_entropy_fused`."""
     e = exp_nonpositive(-abs(xj))  # exp(-|x|) in (0, 1]: never overflows
-    softplus_neg = log1p_unit(e) + (-xj if xj < F32(0.0) else F32(0.0))
-    coef = F32(1.0) + (p - F32(1.0)) * yj
-    loss = w * ((F32(1.0) - yj) * xj + coef * softplus_neg)
+    log1p_e = log1p_unit(e)
+    py = p * yj
+    ny = F32(1.0) - yj
+    coef = py + ny  # 1 + (p - 1) y
+    # p y softplus(-x) + (1 - y) softplus(x), with softplus(+-x) = log1p(e) + max(+-x, 0): every
+    # term is >= 0, so nothing cancels (the form (1 - y) x + coef softplus(-x) loses all its
+    # digits at x = -104, y = 1e-8, where the loss is 1.04e-6).
+    loss = w * (coef * log1p_e + py * max(-xj, F32(0.0)) + ny * max(xj, F32(0.0)))
     sig = (F32(1.0) if xj >= F32(0.0) else e) / (F32(1.0) + e)
-    return loss, scale * w * (coef * sig - p * yj)
+    return loss, scale * w * (coef * sig - py)
 
 
 @njit(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")

@@ -321,10 +321,12 @@ def _run_numba_bce(kernel, xf, yf, gf, pw, sw, label_smoothing, scale, num_threa
             xf[lo:hi], yf[lo:hi], gf[lo:hi], xf[lo:hi] if inplace else None, lb,
             pos[lo:hi] if pos_full else pos, pos_full, sample[lo:hi] if sample_full else sample, sample_full,
             label_smoothing, scale)
-        block_sums[lo] = total
         if not math.isfinite(total):
-            # In place, the logit is already overwritten; the kernel counted the non-finite ones.
-            raise_bad_bce(xf, yf, lb, lo, shape, logits_lost=inplace, bad_logits=bad_logits)
+            if np.isfinite(lb).all():  # only the float32 partial sums overflowed: add in float64
+                total = float(lb.sum(dtype=np.float64))
+            else:  # in place, the logit is already overwritten; the kernel counted the non-finite ones
+                raise_bad_bce(xf, yf, lb, lo, shape, logits_lost=inplace, bad_logits=bad_logits)
+        block_sums[lo] = total
 
     run_in_blocks(work, xf.size, 4, num_threads, align=per_block, block_bytes=4 * per_block)
     return math.fsum(block_sums.values())
@@ -398,17 +400,20 @@ def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, label_smoothing, scale
         e = np.abs(xb)
         np.negative(e, out=e)
         np.exp(e, out=e)  # exp(-|x|) in (0, 1]
-        softplus_neg = np.log1p(e)
-        softplus_neg += np.maximum(-xb, 0)  # softplus(-x)
-        # coef = 1 + (p - 1) y; with p = 1 it is 1
+        log1p_e = np.log1p(e)
+        # coef = 1 + (p - 1) y = p y + (1 - y); with p = 1 it is 1
+        ny = one - yb
         if pw is not None:
             p = _operand_block(pw, lo, hi)
             py = p * yb
-            coef = py + (one - yb)
+            coef = py + ny
         else:
             py, coef = yb, one
-        np.multiply(coef, softplus_neg, out=lb)
-        lb += (one - yb) * xb
+        # p y softplus(-x) + (1 - y) softplus(x), softplus(+-x) = log1p(e) + max(+-x, 0): every term
+        # is >= 0, so nothing cancels (unlike (1 - y) x + coef softplus(-x) at x = -104, y = 1e-8).
+        np.multiply(coef, log1p_e, out=lb)
+        lb += py * np.maximum(-xb, 0)
+        lb += ny * np.maximum(xb, 0)
         if sw is not None:
             s = _operand_block(sw, lo, hi)
             lb *= s
@@ -418,8 +423,8 @@ def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, label_smoothing, scale
         if not (np.isfinite(lb.sum(dtype=np.float64)) and labels.min() >= 0 and labels.max() <= 1):
             raise_bad_bce(xf, yf, lb, lo, shape)
         # sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0
-        np.add(e, one, out=softplus_neg)
-        np.divide(np.where(xb >= 0, one, e), softplus_neg, out=gb)
+        np.add(e, one, out=log1p_e)
+        np.divide(np.where(xb >= 0, one, e), log1p_e, out=gb)
         gb *= coef
         gb -= py
         if sw is not None:
