@@ -491,3 +491,48 @@ def test_without_numba_the_numpy_backend_gives_the_same_answer(monkeypatch):
         kernels.softmax_cross_entropy_fused(x, y, backend="numba")
     np.testing.assert_allclose(loss, want_loss, rtol=2e-5)
     np.testing.assert_allclose(grad, want_grad, atol=2e-6 * np.abs(want_grad).max())
+
+
+class TestRulesDefects:
+    """Regression cases of the issue "One home for the cross-entropy rules" (each failed before its fix)."""
+
+    def test_read_only_float32_logits_run_on_every_backend(self, backend):
+        x = np.frombuffer(np.arange(6, dtype=np.float32).tobytes(), dtype=np.float32).reshape(2, 3)
+        loss, grad = softmax_cross_entropy_fused(x, np.array([0, 2]))
+        assert loss == pytest.approx(1.4076059644443806, rel=1e-6)  # mean of log(1+e+e^2) - 2 and -0
+        y = np.frombuffer(np.ones(6, np.float32).tobytes(), dtype=np.float32)
+        assert sigmoid_binary_cross_entropy_fused(y, y)[0] == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-6)
+        with pytest.raises(ValueError, match="needs a writeable"):
+            softmax_cross_entropy_fused(x, np.array([0, 2]), inplace=True)
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_a_masked_target_of_zero_weight_costs_nothing(self, backend, dtype):
+        x = np.array([[-np.inf, 0, 1], [0, 1, 2]], dtype)
+        loss, grad = softmax_cross_entropy_fused(x, np.array([0, 1]), class_weight=[0, 1, 1])
+        assert loss == pytest.approx(np.log1p(np.exp(-1.0) + np.exp(1.0)), rel=1e-6)  # row 2 alone
+        assert np.isfinite(grad).all() and not grad[0].any()
+
+    @pytest.mark.parametrize("dtype, big", [(np.float32, 1e30), (np.float32, 3e38), (np.float64, 1e17),
+                                            (np.float64, 1e300)])
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+    def test_huge_equal_logits_cost_log_2(self, backend, dtype, big, label_smoothing):
+        loss, grad = softmax_cross_entropy_fused(np.array([[big, big]], dtype), np.array([0]),
+                                                 label_smoothing=label_smoothing)
+        assert loss == pytest.approx(np.log(2), rel=1e-7)
+        assert grad.sum() == 0.0 and grad[0, 0] == pytest.approx(-0.5 + label_smoothing / 2)
+
+    @pytest.mark.parametrize("dtype, offset", [(np.float32, 1e5), (np.float32, 1e6), (np.float64, 1e12)])
+    @pytest.mark.parametrize("targets", ["int", "prob"])
+    def test_a_large_common_offset_loses_no_digits(self, backend, dtype, offset, targets):
+        rng = np.random.default_rng(3)
+        x, labels = random_case(rng, 6, 7, dtype, targets=targets, with_ignored=False, spread=1.0)
+        x = (x.astype(np.float64) + offset).astype(dtype)
+        exact = x.astype(np.longdouble)
+        shifted = exact - exact.max(axis=1, keepdims=True)
+        neg_log_p = np.log(np.exp(shifted).sum(axis=1, keepdims=True)) - shifted
+        if targets == "int":
+            expected = neg_log_p[np.arange(6), labels].mean()
+        else:
+            expected = (labels.astype(np.longdouble) * neg_log_p).sum(axis=1).mean()
+        loss, _ = softmax_cross_entropy_fused(x, labels)
+        assert abs(float((loss - expected) / expected)) <= (1e-6 if dtype == np.float32 else 1e-12)
