@@ -130,11 +130,11 @@ def ratio(numerator: int, denominator: int) -> float:
         (True, nan, inf)
     """
     if denominator == 0:
-        return math.nan if numerator == 0 else math.copysign(math.inf, numerator)
+        return math.nan if numerator == 0 else (math.inf if numerator > 0 else -math.inf)
     try:
         return numerator / denominator  # int / int in CPython: correctly rounded
     except OverflowError:
-        return math.copysign(math.inf, numerator) * math.copysign(1, denominator)
+        return math.inf if (numerator > 0) == (denominator > 0) else -math.inf
 
 
 def grouped_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> list[ExactSum]:
