@@ -78,7 +78,7 @@ def chunk_sums32(xc, shift, label_logit):
             z64 = float(v) - shift
             z = np.float32(z64)
             p = exp_nonpositive(z)  # the shifted frame: z <= 0, exp never overflows
-            e = p + p * np.float32(z64 - float(z)) if p > 0 else np.float32(0.0)
+            e = p + p * np.float32(z64 - float(z)) if p != 0 else np.float32(0.0)  # NaN stays NaN
             tie = v == shift32
             lt = np.float32(0.0) if tie else e  # NaN is not a tie: it reaches `s`
             s += lt
