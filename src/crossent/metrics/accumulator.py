@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 
@@ -175,7 +176,7 @@ class Accumulator:
         try:
             return logit_row_stats(block, safe, kept, num_threads=self.num_threads, backend=self.backend)
         except ValueError as exc:  # name the row in the caller's array, not in the batch
-            raise ValueError(_shift_rows_in_message(str(exc), lo)) from None
+            raise ValueError(shift_rows_in_message(str(exc), lo)) from None
 
     def _add(self, stats, kept, weight) -> None:
         """Add the kept rows' per-row values to the exact sums."""
@@ -338,14 +339,18 @@ def bin_edges(bins: int) -> np.ndarray:
     return np.linspace(0.0, 1.0, bins + 1)
 
 
-def _shift_rows_in_message(message: str, offset: int) -> str:
-    """Errors from a batch name rows from 0; add the batch's offset so they name the caller's row."""
+def shift_rows_in_message(message: str, offset: int) -> str:
+    """Errors from a batch name rows from 0; add the batch's offset so that they name the caller's row.
+
+    Examples:
+        >>> shift_rows_in_message("`logits` contains NaN (first at index (2, 5)).", 100)
+        '`logits` contains NaN (first at index (102, 5)).'
+    """
     if offset == 0:
         return message
-    import re
-
-    message = re.sub(r"index \((\d+),", lambda m: f"index ({int(m.group(1)) + offset},", message)
-    return re.sub(r"in row (\d+)", lambda m: f"in row {int(m.group(1)) + offset}", message)
+    for pattern in (r"(index \()(\d+)", r"(at index )(\d+)", r"(\brow )(\d+)"):
+        message = re.sub(pattern, lambda m: f"{m.group(1)}{int(m.group(2)) + offset}", message)
+    return message
 
 
 def evaluate(*, logits=None, probs=None, labels, sample_weight=None, **options) -> dict:
