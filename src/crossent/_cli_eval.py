@@ -121,7 +121,7 @@ def run_eval(args):
     rows = 0
     for path, labels in zip(args.files, sources):
         kind = args.kind or ("probs" if path.lower().endswith(".csv") else "logits")
-        batch_rows = args.batch_rows or _default_batch_rows(path)
+        batch_rows = args.batch_rows or _default_batch_rows(path, args.column)
         empty = True
         for lo, pred, lab in readers.batches(path, labels=labels, column=args.column, batch_rows=batch_rows):
             empty = False
@@ -144,14 +144,24 @@ def run_eval(args):
     return Output(_text(result, args, len(args.files)), _json(result))
 
 
-def _default_batch_rows(path: str) -> int:
-    if path.lower().endswith(".npy"):
+def _default_batch_rows(path: str, column) -> int:
+    """Rows per batch so that a batch holds about BATCH_BYTES of float64 predictions (CSV: of Python floats)."""
+    lower = path.lower()
+    classes, value_bytes = 1, 8
+    if lower.endswith(".npy"):
         from .metrics.io import npy_header
 
         shape = npy_header(path)[0]
-        row_bytes = 8 * int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 8
-        return max(1, BATCH_BYTES // max(row_bytes, 1))
-    return 65536
+        classes = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    elif lower.endswith(".csv"):
+        from .metrics.io import csv_header
+
+        classes, value_bytes = len(csv_header(path)), 32  # a Python float and its list slot
+    elif column and len(column) == 1:
+        from .metrics.io import parquet_values_per_row
+
+        classes = parquet_values_per_row(path, column[0])
+    return max(1, BATCH_BYTES // (value_bytes * max(classes, 1)))
 
 
 def _text(result: dict, args, n_files: int) -> str:

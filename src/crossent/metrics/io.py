@@ -113,6 +113,38 @@ def parquet_batches(path: str, column: str, labels: str, batch_rows: int) -> Ite
         lo += len(preds)
 
 
+def csv_header(path: str) -> list[str]:
+    """The column names of a CSV file."""
+    with _open(path, "r") as f:
+        header = next(csv.reader(f), None)
+    if header is None:
+        raise ValueError(f"{path}: empty file")
+    return header
+
+
+def parquet_values_per_row(path: str, column: str) -> int:
+    """Values of `column` per row in the first row group (the number of classes of a list column), at least 1.
+
+    A batch can be no smaller than pyarrow's read of a row group's column chunk: write
+    row groups of bounded size to bound the memory.
+    """
+    pq = _pyarrow("Parquet")
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    if meta.num_row_groups == 0 or meta.row_group(0).num_rows == 0:
+        return 1
+    group = meta.row_group(0)
+    for j in range(group.num_columns):
+        chunk = group.column(j)
+        if chunk.path_in_schema.split(".")[0] == column:
+            return max(1, chunk.num_values // group.num_rows)
+    return 1
+
+
 def csv_batches(path: str, columns: list[str] | None, labels: str, batch_rows: int) -> Iterator[Batch]:
     """Batches of a CSV with a header: probability (or logit) columns and an integer label column."""
     with _open(path, "r") as f:
