@@ -190,6 +190,14 @@ class TestExactMerge:
         assert _same(parts[order[0]].result(), whole.result())
         assert parts[order[0]].to_dict() == whole.to_dict()
 
+    def test_unit_weights_give_the_state_of_no_weights(self):
+        logits, labels = _data(n=80)
+        a, b = Accumulator(), Accumulator()
+        a.update(logits=logits, labels=labels)
+        b.update(logits=logits[:30], labels=labels[:30], sample_weight=np.ones(30))
+        b.update(logits=logits[30:], labels=labels[30:])
+        assert a.to_dict() == b.to_dict()
+
     def test_sums_are_exact_where_float_addition_is_not(self):
         values = np.array([1e16, 1.0, -1e16, 3.0, 5e-324])
         assert ExactSum.of(values).value() == math.fsum(values) == 4.0

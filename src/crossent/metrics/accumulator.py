@@ -188,21 +188,32 @@ class Accumulator:
         if n_kept < kept.size:
             stats = type(stats)(*(s[kept] for s in stats))
             weight = None if weight is None else weight[kept]
-        w = np.ones(n_kept) if weight is None else weight
         edges = bin_edges(self.bins)
         # Closed on the right, (e_b, e_{b+1}], as the lab's expected_calibration_error; 0 goes to bin 0.
         which = np.clip(np.searchsorted(edges, stats.confidence, side="left") - 1, 0, self.bins - 1)
-        hit = np.where(stats.correct, w, 0.0)
-        values = np.concatenate([times(w, stats.nll), w * stats.entropy, w * stats.brier,
-                                 np.where(stats.rank < self._k(), w, 0.0), w, w * stats.confidence, hit])
-        groups = np.concatenate([np.full(n_kept, g) for g in range(len(_SUMS))]
-                                + [len(_SUMS) + 3 * which + j for j in range(3)])
-        sums = _exact.grouped_sums(values, groups, len(_SUMS) + 3 * self.bins)
+        in_top_k = stats.rank < self._k()
+        first_bin = len(_SUMS)  # groups: nll, entropy, brier, top_k, then per bin: weight, confidence, correct
+        if weight is None:
+            # Unit weights: the weights, hits and top-k hits are counts, exact as integers already.
+            values = [stats.nll, stats.entropy, stats.brier, stats.confidence]
+            groups = [0, 1, 2, first_bin + 3 * which + 1]
+            self.sums["top_k"] += _counted(np.count_nonzero(in_top_k))
+            for b, (rows, hits) in enumerate(zip(np.bincount(which, minlength=self.bins),
+                                                 np.bincount(which[stats.correct], minlength=self.bins))):
+                self.bin_sums["weight"][b] += _counted(rows)
+                self.bin_sums["correct"][b] += _counted(hits)
+        else:
+            w = weight
+            values = [times(w, stats.nll), w * stats.entropy, w * stats.brier, np.where(in_top_k, w, 0.0), w,
+                      w * stats.confidence, np.where(stats.correct, w, 0.0)]
+            groups = [0, 1, 2, 3, first_bin + 3 * which, first_bin + 3 * which + 1, first_bin + 3 * which + 2]
+        groups = np.concatenate([np.full(n_kept, g) if isinstance(g, int) else g for g in groups])
+        sums = _exact.grouped_sums(np.concatenate(values), groups, first_bin + 3 * self.bins)
         for g, name in enumerate(_SUMS):
             self.sums[name] += sums[g]
         for b in range(self.bins):
             for j, name in enumerate(_BIN_SUMS):
-                self.bin_sums[name][b] += sums[len(_SUMS) + 3 * b + j]
+                self.bin_sums[name][b] += sums[first_bin + 3 * b + j]
         for b, c in enumerate(np.bincount(which, minlength=self.bins)):
             self.bin_count[b] += int(c)
 
@@ -325,6 +336,11 @@ def _count(value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"a count must be a non-negative integer, got {value!r}")
     return value
+
+
+def _counted(n) -> ExactSum:
+    """The exact sum of `n` ones."""
+    return ExactSum(int(n) << _exact.SCALE_BITS)
 
 
 def _exp(x: float) -> float:
