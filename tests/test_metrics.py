@@ -204,6 +204,18 @@ class TestExactMerge:
         a, b = grouped_sums(values, np.array([0, 1, 0, 1, 1]), 2)
         assert (a + b).value() == 4.0
 
+    def test_numba_and_numpy_buckets_give_the_same_integers(self, monkeypatch):
+        import crossent.metrics._exact as exact
+
+        rng = np.random.default_rng(7)
+        values = rng.standard_normal(5000) * 10.0 ** rng.integers(-300, 300, 5000)
+        values[:3] = [5e-324, -2.2e-308, 1.7e308]
+        groups = rng.integers(0, 9, 5000)
+        compiled = grouped_sums(values, groups, 9)
+        monkeypatch.setattr(exact, "_compiled_bucket_sums", lambda: None)
+        assert grouped_sums(values, groups, 9) == compiled
+        assert [s.value() for s in compiled] == [math.fsum(values[groups == g]) for g in range(9)]
+
     def test_state_size_does_not_grow_with_rows(self):
         acc = Accumulator()
         logits, labels = _data(n=2000)

@@ -171,9 +171,14 @@ def grouped_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> list[
     # chunks (2**35 values) cannot overflow; the buckets are folded into Python integers after each such run.
     high_total = np.zeros(size, dtype=np.int64)
     low_total = np.zeros(size, dtype=np.int64)
+    compiled = _compiled_bucket_sums() if keys is None else None
     for start in range(0, values.size, CHUNK << 19):
-        for lo in range(start, min(start + (CHUNK << 19), values.size), CHUNK):
-            _add_chunk(high_total, low_total, values[lo : lo + CHUNK], groups[lo : lo + CHUNK], n_groups, keys)
+        stop = min(start + (CHUNK << 19), values.size)
+        if compiled is not None:
+            compiled(values[start:stop].view(np.int64), groups[start:stop], N_EXP, high_total, low_total)
+        else:
+            for lo in range(start, stop, CHUNK):
+                _add_chunk(high_total, low_total, values[lo : lo + CHUNK], groups[lo : lo + CHUNK], n_groups, keys)
         for k in np.flatnonzero((high_total != 0) | (low_total != 0)):
             full = int(keys[k]) if keys is not None else int(k)
             group, bucket = divmod(full, N_EXP)
@@ -181,6 +186,14 @@ def grouped_sums(values: np.ndarray, groups: np.ndarray, n_groups: int) -> list[
         high_total[:] = 0
         low_total[:] = 0
     return sums
+
+
+def _compiled_bucket_sums():
+    """The Numba loop that fills the buckets (same integers as :func:`_add_chunk`), or None without Numba."""
+    from .kernel import _numba_kernel  # the kernel module imports nothing of this one
+
+    kernel = _numba_kernel()
+    return None if kernel is None else kernel.bucket_sums
 
 
 def _keys(bits: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:

@@ -213,3 +213,24 @@ def row_stats_rows(x, labels, kept, lo, hi, nll, entropy, confidence, brier, ran
         rank[i] = int(above)
         correct[i] = above == 0.0 and before == 0
     return -1
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def bucket_sums(bits, groups, n_exp, high, low):
+    """The exact bucket sums of :mod:`crossent.metrics._exact` in one loop (the NumPy path takes ~8 array passes).
+
+    `bits` are finite float64 values viewed as int64; value = M * 2**(bucket - 1074) with
+    M the signed 53-bit mantissa and bucket = max(E, 1) - 1.  `high` and `low` (int64, one per
+    group and bucket) receive M >> 26 (|.| < 2**27) and M & (2**26 - 1): 2**35 values cannot overflow.
+    """
+    for i in range(bits.shape[0]):
+        b = bits[i]
+        biased = (b >> 52) & 0x7FF
+        m = b & 0xFFFFFFFFFFFFF
+        if biased != 0:
+            m |= 1 << 52  # the implicit leading bit of a normal number
+        if b < 0:
+            m = -m
+        k = groups[i] * n_exp + (biased - 1 if biased > 0 else 0)
+        high[k] += m >> 26
+        low[k] += m & 0x3FFFFFF
