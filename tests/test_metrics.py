@@ -234,6 +234,14 @@ class TestInputs:
             low = logits.astype(dtype)
             assert _same(evaluate(logits=low, labels=labels), evaluate(logits=low.astype(np.float32), labels=labels))
 
+    def test_low_precision_probabilities_get_their_dtypes_tolerance(self):
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        probs = softmax(np.random.default_rng(4).standard_normal((64, 50)), axis=1)
+        for dtype in (np.float16, ml_dtypes.bfloat16):
+            low = probs.astype(dtype)  # rows no longer sum to 1 within float32's tolerance
+            r = evaluate(probs=low, labels=np.zeros(64, dtype=int))
+            assert r["count"] == 64
+
     def test_torch_tensors_without_a_copy(self):
         torch = pytest.importorskip("torch")
         logits, labels = _data(n=100)

@@ -24,6 +24,17 @@ class FloatInput:
         self.array, self.kind = array, kind
         self.shape, self.ndim = array.shape, array.ndim
 
+    def sum_tolerance(self) -> float:
+        """How far a row of probabilities in this dtype may sum from 1 (as :func:`crossent._validate.sum_tolerance`)."""
+        if self.kind == _BFLOAT16_BITS:
+            return float(np.sqrt(2.0**-7))  # bfloat16 keeps 8 significant bits
+        try:
+            return sum_tolerance(self.array.dtype)
+        except ValueError:  # an extension float (float8_*) that np.finfo does not know
+            import ml_dtypes
+
+            return float(np.sqrt(float(ml_dtypes.finfo(self.array.dtype).eps)))
+
     def rows(self, lo: int, hi: int) -> np.ndarray:
         """Rows [lo, hi) as a C-contiguous float32 or float64 array (a copy only where needed)."""
         block = self.array[lo:hi]
@@ -128,14 +139,15 @@ def check_probabilities(p: np.ndarray, first_row: int, tol: float) -> None:
                              f"{totals[i]:.9g} (tolerance {tol:.1e}); normalize them, or pass logits.")
 
 
-def prob_row_stats(block: np.ndarray, labels: np.ndarray, kept: np.ndarray, first_row: int) -> RowStats:
+def prob_row_stats(block: np.ndarray, labels: np.ndarray, kept: np.ndarray, first_row: int,
+                   tolerance: float | None = None) -> RowStats:
     r"""Per-row statistics of probabilities: (n, C) rows, or (n,) binary probabilities of class 1.
 
     :math:`-\log p_y` (``inf`` for :math:`p_y = 0`, no clipping), :math:`-\sum_c p_c\log p_c`,
     :math:`\max_c p_c`, :math:`\sum_c (p_c - [c = y])^2`, the rank of :math:`p_y` and the
-    first-maximum hit.
+    first-maximum hit.  Rows must sum to 1 within `tolerance` (default: that of the block's dtype).
     """
-    tol = sum_tolerance(block.dtype) if block.ndim == 2 else 0.0  # a binary p above 1 has no 1 - p
+    tol = (sum_tolerance(block.dtype) if tolerance is None else tolerance) if block.ndim == 2 else 0.0  # no 1 - p > 1
     p = block.astype(np.float64)
     check_probabilities(p, first_row, tol)
     n = p.shape[0]

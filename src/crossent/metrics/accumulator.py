@@ -170,7 +170,7 @@ class Accumulator:
         block = x.rows(lo, hi)
         safe = np.where(kept, labels, 0).astype(np.int64)
         if name == "probs":
-            return prob_row_stats(block, safe, kept, lo)
+            return prob_row_stats(block, safe, kept, lo, x.sum_tolerance())
         if block.ndim == 1:  # binary logits: the two-class logits (0, x), p = (1 - sigmoid(x), sigmoid(x))
             block = np.stack([np.zeros_like(block), block], axis=1)
         try:
