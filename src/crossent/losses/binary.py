@@ -8,8 +8,8 @@ import numpy as np
 from scipy import special
 
 from .._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction, times
-from .._validate import check_finite, check_same_shape, check_unit_interval
-from ._common import _broadcast_weight, _prepare, _reduce, _smooth_binary
+from .._validate import check_finite, check_unit_interval
+from ._common import _broadcast_weight, _prepare_pair, _reduce, _smooth_binary
 
 
 def sigmoid_binary_cross_entropy_with_grad(
@@ -54,9 +54,7 @@ def sigmoid_binary_cross_entropy_with_grad(
     """
     reduction = check_reduction(reduction)
     label_smoothing = check_label_smoothing(label_smoothing)
-    logits, dtype = _prepare(logits, "logits")
-    labels, _ = _prepare(labels, "labels")
-    check_same_shape(logits, labels, "logits", "labels")
+    logits, labels, dtype = _prepare_pair(logits, labels, "logits", "labels")
     check_finite(logits, "logits")
     check_unit_interval(labels, "labels")
     pos_weight = _broadcast_weight(pos_weight, "pos_weight", logits.shape)
@@ -158,9 +156,7 @@ def binary_cross_entropy_with_grad(probs, labels, *, sample_weight=None, label_s
     """
     reduction = check_reduction(reduction)
     label_smoothing = check_label_smoothing(label_smoothing)
-    probs, dtype = _prepare(probs, "probs")
-    labels, _ = _prepare(labels, "labels")
-    check_same_shape(probs, labels, "probs", "labels")
+    probs, labels, dtype = _prepare_pair(probs, labels, "probs", "labels")
     check_unit_interval(probs, "probs")
     check_unit_interval(labels, "labels")
     sample_weight = _broadcast_weight(sample_weight, "sample_weight", probs.shape)
@@ -259,9 +255,7 @@ def sigmoid_focal_loss_with_grad(
     label_smoothing = check_label_smoothing(label_smoothing)
     alpha = _check_alpha(alpha)
     gamma = check_nonnegative_scalar(gamma, "gamma")
-    logits, dtype = _prepare(logits, "logits")
-    labels, _ = _prepare(labels, "labels")
-    check_same_shape(logits, labels, "logits", "labels")
+    logits, labels, dtype = _prepare_pair(logits, labels, "logits", "labels")
     check_finite(logits, "logits")
     check_unit_interval(labels, "labels")
     sample_weight = _broadcast_weight(sample_weight, "sample_weight", logits.shape)
