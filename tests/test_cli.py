@@ -221,6 +221,11 @@ class TestOutputAndInterrupts:
             os.close(write_end)
         assert (result.returncode, result.stderr) == (141, "")
 
+    def test_a_closed_stdout_is_not_an_error(self):
+        result = subprocess.run(["sh", "-c", 'exec "$0" -m crossent info 0.5 >&-', sys.executable],
+                                capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stderr) == (0, "")
+
     @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
     def test_a_full_disk_is_one_line_and_status_1(self):
         with open("/dev/full", "w") as full:
@@ -347,6 +352,23 @@ class TestReport:
             proc.kill()
             proc.communicate()
         assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_name_the_output_encoding_cannot_show_is_escaped(tmp_path):
+    pytest.importorskip("matplotlib")
+    code = textwrap.dedent("""
+        import sys
+        from crossent.cli import main
+        from crossent.lab import report
+        from crossent.lab._common import section
+
+        report.experiments = lambda: [lambda ctx: section("x", "X", figures=[], text="t", tables=[], numbers={}, headline="h")]
+        sys.exit(main(["report", "--out", sys.argv[1]]))
+    """)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r\u00e9sum\u00e9")], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"wrote {tmp_path}/r\\xe9sum\\xe9/index.html (1 experiments")
 
 
 def test_python_dash_m_crossent_lab_is_crossent_report():

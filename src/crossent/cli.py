@@ -286,8 +286,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print(text: str, prefix: str) -> int:
     """Print the result; a closed pipe (``| head``) exits quietly, a failed write with one line."""
+    if sys.stdout is None:  # started with stdout closed: nowhere to print
+        return 0
     try:
-        print(text)
+        try:
+            print(text)
+        except UnicodeEncodeError:  # a file name the output's encoding cannot show
+            encoding = sys.stdout.encoding or "utf-8"
+            print(text.encode(encoding, "backslashreplace").decode(encoding))
         sys.stdout.flush()
     except BrokenPipeError:
         _discard_stdout()
