@@ -30,20 +30,38 @@ BLOCK_BYTES = 1 << 19
 # Below this many bytes a single thread is faster than waking the pool.
 SINGLE_THREAD_BYTES = 1 << 20
 
-_pools: dict[int, ThreadPoolExecutor] = {}
+# One pool per process, whatever `num_threads` callers ask for: its size is
+# the number of usable cores (threads start only as work needs them), and a
+# request for more threads queues its runs on those.  A pool inherited across
+# os.fork() has no threads in the child, so the child forgets it (see _reset_pool).
+_shared_pool: ThreadPoolExecutor | None = None
 _pools_lock = threading.Lock()
 
 
 def default_threads() -> int:
-    return os.cpu_count() or 1
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
-def _pool(num_threads: int) -> ThreadPoolExecutor:
+def _pool() -> ThreadPoolExecutor:
+    global _shared_pool
     with _pools_lock:
-        pool = _pools.get(num_threads)
-        if pool is None:
-            pool = _pools[num_threads] = ThreadPoolExecutor(num_threads, thread_name_prefix="crossent")
-        return pool
+        if _shared_pool is None:
+            _shared_pool = ThreadPoolExecutor(default_threads(), thread_name_prefix="crossent")
+        return _shared_pool
+
+
+def _reset_pool() -> None:
+    """In a forked child: drop the parent's pool (its threads do not exist here) and its lock."""
+    global _shared_pool, _pools_lock
+    _shared_pool, _pools_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool)
 
 
 def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: int = 1,
@@ -71,7 +89,8 @@ def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: 
             work(b * per_block, min((b + 1) * per_block, n_items))
 
     bounds = [n_blocks * t // threads for t in range(threads + 1)]
-    futures = [_pool(threads).submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
+    pool = _pool()
+    futures = [pool.submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
     errors = [f.exception() for f in futures]
     for error in errors:
         if error is not None:
