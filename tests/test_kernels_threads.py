@@ -7,11 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from crossent.kernels import numpy_blocked, sigmoid_binary_cross_entropy_fused, softmax_cross_entropy_fused
+from crossent.kernels import _pool, sigmoid_binary_cross_entropy_fused, softmax_cross_entropy_fused
 
 
 def _cores():
-    return numpy_blocked.default_threads()
+    return _pool.default_threads()
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def batch():
 
 def test_default_threads_counts_the_cores_this_process_may_use():
     expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert numpy_blocked.default_threads() == expected >= 1
+    assert _pool.default_threads() == expected >= 1
 
 
 def test_many_thread_counts_keep_the_live_threads_bounded(batch):

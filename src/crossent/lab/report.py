@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ..kernels.numpy_blocked import default_threads as available_cores
+from ..kernels._pool import default_threads as available_cores
 from ._common import Context, pct
 from .models import HEAD_LABELS
 
