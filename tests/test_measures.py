@@ -3,6 +3,7 @@ identities as hypothesis properties, and every documented error."""
 
 import math
 import warnings
+from collections import Counter
 from decimal import Decimal
 from fractions import Fraction
 
@@ -653,3 +654,141 @@ class TestJointDistributionErrors:
         table, xs, ys = m.joint_distribution([Fraction(1, 2), 2, Fraction(1, 2)], ["u", "u", "v"])
         assert xs.tolist() == [Fraction(1, 2), 2] and ys.tolist() == ["u", "v"]
         np.testing.assert_array_equal(table, np.array([[1, 1], [1, 0]]) / 3)
+
+
+# ------------------------------------------------------------ probes
+#
+# Hypothesis and table-driven probes over every public function, with the
+# inputs that break numerics: subnormals, counts near the largest float, zeros,
+# one outcome, many outcomes, every float dtype, NumPy scalar bases, batches.
+
+EXTREME_CASES = {
+    "one outcome": np.array([1.0]),
+    "zeros": np.array([0.0, 1.0, 0.0]),
+    "float64 subnormal": np.array([1.0, 5e-324]),
+    "float32 subnormal": np.array([1.0, 1e-45], dtype=np.float32),
+    "float16 subnormal": np.array([1.0, 6e-8], dtype=np.float16),
+    "many outcomes": np.full(100_000, 1e-5),
+    "many float16 outcomes": np.full(4096, 2.0 ** -12, dtype=np.float16),
+}
+
+
+@pytest.mark.parametrize("name", EXTREME_CASES)
+def test_probe_extreme_distributions_through_every_measure(name):
+    p = EXTREME_CASES[name]
+    uniform = np.full(p.shape, 1 / p.size, dtype=p.dtype)
+    out = result_dtype(p.dtype)
+    results = [m.entropy(p), m.self_information(p), m.joint_entropy(p[None]), m.joint_entropy(p[:, None]),
+               m.conditional_entropy(p[None]), m.conditional_entropy(p[:, None]), m.mutual_information(p[None])]
+    results += [f(a, b) for f in PAIR_FUNCTIONS for a, b in ((p, p), (p, uniform), (uniform, p))]
+    for value in results:
+        assert value.dtype == out and not np.isnan(value).any() and (value >= 0).all()
+    assert m.entropy(p) <= math.log(p.size) * (1 + 1e-6) + 1e-12
+    assert m.kl_divergence(p, p) == 0.0 and m.js_divergence(p, p) == 0.0
+    assert m.entropy(p * 1e300 if p.dtype == np.float64 else p, normalize=True) == pytest.approx(m.entropy(p), rel=1e-6, abs=1e-7)
+
+
+def finfo(dtype):
+    return ml_dtypes.finfo(dtype) if dtype.kind == "V" else np.finfo(dtype)
+
+
+@st.composite
+def extreme_counts(draw, n, dtype):
+    """Non-negative counts in `dtype`: zeros, subnormals, ordinary values and values near its largest."""
+    info = finfo(dtype)
+    largest = min(float(info.max), 1.7e308)
+    scale = draw(st.sampled_from([1.0, float(info.smallest_subnormal), float(info.tiny), largest / n, largest]))
+    weights = draw(hnp.arrays(np.float64, n, elements=st.one_of(st.sampled_from([0.0, 1.0, 1e-3]), st.floats(0, 1))))
+    counts = np.minimum(weights * scale, largest).astype(dtype)
+    if not (counts > 0).any():
+        counts[0] = 1
+    return counts
+
+
+def probe_tolerance(*dtypes):
+    return {"rtol": 1e-9, "atol": 1e-13} if result_dtype(*dtypes) == np.float64 else {"rtol": 2e-5, "atol": 1e-6}
+
+
+class TestProbes:
+    @given(st.data())
+    def test_normalized_counts_every_dtype_and_base(self, data):
+        dp, dq = (dtype_of(data.draw(st.sampled_from(FLOAT_DTYPES))) for _ in range(2))
+        n = data.draw(st.sampled_from([1, 2, 3, 4, 6, 64]))
+        p, q = data.draw(extreme_counts(n, dp)), data.draw(extreme_counts(n, dq))
+        base = data.draw(st.sampled_from(BASES))
+        unit = 1.0 if base is None else math.log(float(base))
+        h = m.entropy(p, normalize=True, base=base)
+        ce, kl, js = (f(p, q, normalize=True, base=base) for f in PAIR_FUNCTIONS)
+        assert h.dtype == result_dtype(dp) and {ce.dtype, kl.dtype, js.dtype} == {np.dtype(result_dtype(dp, dq))}
+        assert not any(np.isnan(v) for v in (h, ce, kl, js))
+        tol = probe_tolerance(dp)  # the loosest of h's and the pair's
+        assert h == pytest.approx(entr_sum(normalized(p).astype(result_dtype(dp))) / unit, rel=tol["rtol"], abs=tol["atol"])
+        assert 0 <= h <= math.log(n) / unit * (1 + 1e-6) + 1e-6
+        assert kl >= 0 and 0 <= js <= LN2 / unit * (1 + 1e-6)
+        if np.isinf(kl):
+            assert np.isinf(ce)
+        else:
+            assert ce == pytest.approx(h + kl, rel=10 * tol["rtol"], abs=tol["atol"])
+        if n % 2 == 0:
+            table = p.reshape(2, n // 2)
+            hxy, hc, mi = (f(table, normalize=True, base=base) for f in TABLE_FUNCTIONS)
+            exact_table = normalized(table).astype(result_dtype(dp)).astype(np.float64)
+            h_x, h_y = entr_sum(exact_table.sum(1)) / unit, entr_sum(exact_table.sum(0)) / unit
+            assert hc >= 0 and mi >= 0 and {hxy.dtype, hc.dtype, mi.dtype} == {np.dtype(result_dtype(dp))}
+            assert mi == pytest.approx(h_x + h_y - hxy, abs=10 * tol["atol"] + 1e-12)
+            assert hc == pytest.approx(hxy - h_x, abs=10 * tol["atol"] + 1e-12)
+            assert mi <= min(h_x, h_y) + 10 * tol["atol"] + 1e-12
+
+    @given(st.data())
+    def test_distributions_every_dtype_batch_and_axis(self, data):
+        dp, dq = (dtype_of(data.draw(st.sampled_from(FLOAT_DTYPES))) for _ in range(2))
+        n = data.draw(st.sampled_from([1, 2, 3, 7, 300]))
+        batch = data.draw(st.sampled_from([(), (2,), (0,), (3, 1)]))
+        elements = st.one_of(st.sampled_from([0.0, 5e-324, 1e-45, 1e-310]), st.floats(0, 1))
+        weights = data.draw(hnp.arrays(np.float64, batch + (n,), elements=elements))
+        weights[..., 0] += weights.sum(-1) == 0
+        p = (weights / weights.sum(-1, keepdims=True)).astype(dp)
+        q = data.draw(distributions(n=n)).astype(dq)
+        axis = data.draw(st.sampled_from([-1, 0]))
+        base = data.draw(st.sampled_from(BASES))
+        unit = 1.0 if base is None else math.log(float(base))
+        if exact(p).sum(-1).min(initial=1) < 1 - 0.1:
+            return  # every entry of a row rounded to 0 in float16/bfloat16: rightly refused
+        moved = (lambda x: np.moveaxis(x, -1, 0)) if axis == 0 else (lambda x: x)
+        pe, qe = exact(p).astype(result_dtype(dp)).astype(np.float64), exact(q)
+        h = m.entropy(moved(p), axis=axis, base=base)
+        assert h.dtype == result_dtype(dp) and h.shape == batch
+        np.testing.assert_allclose(h, entr_sum(pe) / unit, **probe_tolerance(dp))
+        info = m.self_information(p, base=base)
+        assert info.dtype == result_dtype(dp) and info.shape == p.shape and not np.isnan(info).any()
+        pe, qe = exact(p).astype(result_dtype(dp, dq)).astype(np.float64), exact(q).astype(result_dtype(dp, dq))
+        q_moved = moved(q.reshape((1,) * len(batch) + (n,)))
+        for f in PAIR_FUNCTIONS:
+            got = f(moved(p), q_moved, axis=axis, base=base)
+            assert got.dtype == result_dtype(dp, dq) and got.shape == batch and not np.isnan(got).any()
+            np.testing.assert_allclose(got, PLAIN[f](pe, qe.astype(np.float64)) / unit, **probe_tolerance(dp, dq))
+
+    @given(joint_tables(), st.sampled_from(FLOAT_DTYPES), st.sampled_from(BASES))
+    def test_joint_tables_every_dtype(self, table, name, base):
+        dtype = dtype_of(name)
+        table = table.astype(dtype)
+        unit = 1.0 if base is None else math.log(float(base))
+        te = exact(table).astype(result_dtype(dtype)).astype(np.float64)
+        if abs(te.sum() - 1) > 0.05:
+            return  # cells rounded to 0 in a low-precision dtype
+        for f in TABLE_FUNCTIONS:
+            got = f(table, base=base)
+            assert got.dtype == result_dtype(dtype) and not np.isnan(got) and got >= 0
+            np.testing.assert_allclose(got, PLAIN[f](te) / unit, **probe_tolerance(dtype))
+
+    @given(st.one_of(st.lists(st.integers(-3, 3), min_size=1, max_size=30),
+                     st.lists(st.sampled_from(["a", "b", "ab", ""]), min_size=1, max_size=30)), st.data())
+    def test_joint_distribution_counts_pairs(self, xs, data):
+        ys = data.draw(st.lists(st.sampled_from([0.5, 1.0, -2.0]), min_size=len(xs), max_size=len(xs)))
+        table, x_values, y_values = m.joint_distribution(xs, ys)
+        assert x_values.tolist() == sorted(set(xs)) and y_values.tolist() == sorted(set(ys))
+        expected = Counter(zip(xs, ys))
+        for i, a in enumerate(x_values.tolist()):
+            for j, b in enumerate(y_values.tolist()):
+                assert table[i, j] == expected[(a, b)] / len(xs)
+        assert m.mutual_information(table) >= 0
