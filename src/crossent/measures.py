@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from ._rules import safe_log
 from ._validate import (
     as_float_array,
     check_base,
@@ -94,9 +95,7 @@ def self_information(p, *, base=None):
     check_unit_interval(p, "p")
     p = p.astype(compute_dtype(p.dtype), copy=False)
     # log only where p > 0, so p = 0 yields +inf without a divide-by-zero warning.
-    info = np.full(p.shape, np.inf, dtype=p.dtype)
-    np.negative(np.log(p, out=np.zeros_like(p), where=p > 0), out=info, where=p > 0)
-    return _finish(info, log_base)
+    return _finish(0.0 - safe_log(p), log_base)
 
 
 def entropy(p, *, axis=-1, base=None, normalize=False):
@@ -391,7 +390,7 @@ def mutual_information(pxy, *, base=None, normalize=False):
     # second division is a subtraction of logs instead. Both logs are finite
     # where p(x, y) > 0, because then p(x) and p(y) are positive too.
     py_given_x = np.divide(pxy, px, out=np.ones_like(pxy), where=mask)
-    log_ratio = np.log(py_given_x) - np.log(py, out=np.zeros_like(py), where=py > 0)
+    log_ratio = np.log(py_given_x) - safe_log(py, at_zero=0.0)
     terms = np.multiply(pxy, log_ratio, out=np.zeros_like(pxy), where=mask)
     return _finish(np.maximum(terms.sum(), 0), log_base)
 
