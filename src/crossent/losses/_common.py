@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validate import as_float_array, check_weights
+from .._validate import as_float_array, check_same_shape, check_weights
 
 
 def _result_dtype(arr: np.ndarray) -> np.dtype:
@@ -16,6 +16,14 @@ def _prepare(x, name: str) -> tuple[np.ndarray, np.dtype]:
     """`x` as a float64 array, and the dtype its results come back in."""
     arr = as_float_array(x, name)
     return arr.astype(np.float64, copy=False), _result_dtype(arr)
+
+
+def _prepare_pair(x, y, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray, np.dtype]:
+    """`x` and `y` as float64 arrays of one shape, and the dtype results come back in (set by `x`)."""
+    x, dtype = _prepare(x, x_name)
+    y, _ = _prepare(y, y_name)
+    check_same_shape(x, y, x_name, y_name)
+    return x, y, dtype
 
 
 def _broadcast_weight(weight, name: str, shape: tuple) -> np.ndarray | None:

@@ -7,9 +7,9 @@ import numbers
 import numpy as np
 from scipy import special
 
-from .._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction, times
-from .._validate import check_finite, check_same_shape, check_unit_interval
-from ._common import _broadcast_weight, _prepare, _reduce, _smooth_binary
+from .._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction, safe_log, times
+from .._validate import check_finite, check_unit_interval
+from ._common import _broadcast_weight, _prepare_pair, _reduce, _smooth_binary
 
 
 def sigmoid_binary_cross_entropy_with_grad(
@@ -54,9 +54,7 @@ def sigmoid_binary_cross_entropy_with_grad(
     """
     reduction = check_reduction(reduction)
     label_smoothing = check_label_smoothing(label_smoothing)
-    logits, dtype = _prepare(logits, "logits")
-    labels, _ = _prepare(labels, "labels")
-    check_same_shape(logits, labels, "logits", "labels")
+    logits, labels, dtype = _prepare_pair(logits, labels, "logits", "labels")
     check_finite(logits, "logits")
     check_unit_interval(labels, "labels")
     pos_weight = _broadcast_weight(pos_weight, "pos_weight", logits.shape)
@@ -158,9 +156,7 @@ def binary_cross_entropy_with_grad(probs, labels, *, sample_weight=None, label_s
     """
     reduction = check_reduction(reduction)
     label_smoothing = check_label_smoothing(label_smoothing)
-    probs, dtype = _prepare(probs, "probs")
-    labels, _ = _prepare(labels, "labels")
-    check_same_shape(probs, labels, "probs", "labels")
+    probs, labels, dtype = _prepare_pair(probs, labels, "probs", "labels")
     check_unit_interval(probs, "probs")
     check_unit_interval(labels, "labels")
     sample_weight = _broadcast_weight(sample_weight, "sample_weight", probs.shape)
@@ -259,9 +255,7 @@ def sigmoid_focal_loss_with_grad(
     label_smoothing = check_label_smoothing(label_smoothing)
     alpha = _check_alpha(alpha)
     gamma = check_nonnegative_scalar(gamma, "gamma")
-    logits, dtype = _prepare(logits, "logits")
-    labels, _ = _prepare(labels, "labels")
-    check_same_shape(logits, labels, "logits", "labels")
+    logits, labels, dtype = _prepare_pair(logits, labels, "logits", "labels")
     check_finite(logits, "logits")
     check_unit_interval(labels, "labels")
     sample_weight = _broadcast_weight(sample_weight, "sample_weight", logits.shape)
@@ -271,10 +265,10 @@ def sigmoid_focal_loss_with_grad(
     log_q = special.log_expit(-logits)  # log(1 - p), exact for large z
     ce = 0.0 - (y * log_p + (1.0 - y) * log_q)  # 0 - x: no -0.0
     # log m = log(y (1-p) + (1-y) p), with log 0 = -inf for y in {0, 1} (no warning).
-    log_m = np.logaddexp(_log_or_minus_inf(y) + log_q, _log_or_minus_inf(1.0 - y) + log_p)
+    log_m = np.logaddexp(safe_log(y) + log_q, safe_log(1.0 - y) + log_p)
     m_gamma = np.exp(gamma * log_m)
     # gamma m^(gamma-1) m', in log space; its sign is the sign of 1 - 2y.
-    log_abs_slope = (gamma - 1.0) * log_m + _log_or_minus_inf(np.abs(1.0 - 2.0 * y)) + log_p + log_q
+    log_abs_slope = (gamma - 1.0) * log_m + safe_log(np.abs(1.0 - 2.0 * y)) + log_p + log_q
     slope = np.sign(1.0 - 2.0 * y) * np.exp(log_abs_slope)
     losses = m_gamma * ce
     grads = gamma * slope * ce + m_gamma * (special.expit(logits) - y)
@@ -286,13 +280,6 @@ def sigmoid_focal_loss_with_grad(
         losses = losses * sample_weight
         grads = grads * sample_weight
     return _reduce(losses, grads, reduction, logits.size, dtype)
-
-
-def _log_or_minus_inf(x: np.ndarray) -> np.ndarray:
-    """``log(x)`` for ``x >= 0`` with ``log(0) = -inf`` and no divide-by-zero warning."""
-    out = np.full(x.shape, -np.inf)
-    np.log(x, out=out, where=x > 0)
-    return out
 
 
 def sigmoid_focal_loss(

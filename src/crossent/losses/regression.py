@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._rules import check_reduction
-from .._validate import check_finite, check_same_shape
-from ._common import _broadcast_weight, _prepare, _reduce
+from .._validate import check_finite
+from ._common import _broadcast_weight, _prepare_pair, _reduce
 
 
 def mean_squared_error_with_grad(pred, target, *, sample_weight=None, reduction="mean"):
@@ -40,9 +40,7 @@ def mean_squared_error_with_grad(pred, target, *, sample_weight=None, reduction=
         array([1., 3.])
     """
     reduction = check_reduction(reduction)
-    pred, dtype = _prepare(pred, "pred")
-    target, _ = _prepare(target, "target")
-    check_same_shape(pred, target, "pred", "target")
+    pred, target, dtype = _prepare_pair(pred, target, "pred", "target")
     check_finite(pred, "pred")
     check_finite(target, "target")
     sample_weight = _broadcast_weight(sample_weight, "sample_weight", pred.shape)
