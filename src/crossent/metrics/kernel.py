@@ -20,7 +20,7 @@ on the block or thread that computed it, which the exact accumulator needs.
 Backends: Numba (float32 and float64; each row read from memory once, in
 chunks that stay in L1) where it is installed, else NumPy on row blocks
 that stay in L2.  Both run on the thread pool of
-:func:`crossent.kernels.numpy_blocked.run_in_blocks`.  NaN and ``+inf`` logits
+:func:`crossent.kernels._pool.run_in_blocks`.  NaN and ``+inf`` logits
 are a `ValueError` naming the row and column, as is a counted row that is
 ``-inf`` everywhere; read-only arrays (``np.memmap``) are read, never written.
 """
@@ -31,8 +31,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..kernels._pool import BLOCK_BYTES, run_in_blocks
 from ..kernels.api import BACKENDS, _check_threads, _numba_module
-from ..kernels.numpy_blocked import BLOCK_BYTES, check_row_maxima, raise_dead_row, run_in_blocks
+from ..kernels.numpy_blocked import check_row_maxima, raise_dead_row
 
 
 class RowStats(NamedTuple):
