@@ -10,14 +10,7 @@ import numpy as np
 import pytest
 
 import crossent.cli as cli
-from crossent._cli_eval import add_eval_parser
 from crossent.metrics import evaluate
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    """Register the subcommand as the integrator will (crossent.cli.SUBCOMMANDS)."""
-    monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_eval_parser])
 
 
 def _run(capsys, *argv):
@@ -138,8 +131,6 @@ def test_peak_memory_is_bounded_by_the_batch_not_the_file(tmp_path):
     code = textwrap.dedent(f"""
         import resource, sys
         import crossent.cli as cli
-        from crossent._cli_eval import add_eval_parser
-        cli.SUBCOMMANDS.append(add_eval_parser)
         def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         d = {str(tmp_path)!r}
         assert cli.main(["eval", d + "/small.npy", "--labels", d + "/y_small.npy", "--json"]) == 0  # warm up
