@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -338,3 +339,97 @@ def test_linear_cross_entropy_empty_batch_and_single_class():
     loss = ct.linear_cross_entropy(hidden, one_class, torch.zeros(5, dtype=torch.long))
     loss.backward()
     assert loss.item() == 0.0 and not hidden.grad.any() and not one_class.grad.any()
+
+
+# --------------------------------------------------------------------------- the shifted frame (defects 3 and 4)
+
+
+def linear_logits(logits, bias=None):
+    """(hidden, weight) whose product is exactly `logits`: hidden = I, weight = logits.T."""
+    n = logits.shape[0]
+    return torch.eye(n, dtype=logits.dtype), logits.T.contiguous()
+
+
+@pytest.mark.parametrize("dtype,value", [(torch.float32, 1e30), (torch.float64, 1e17)])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_linear_cross_entropy_huge_equal_logits_cost_ln_2(dtype, value, label_smoothing):
+    hidden = torch.zeros(1, 1, dtype=dtype, requires_grad=True)
+    weight = torch.zeros(2, 1, dtype=dtype)
+    bias = torch.full((2,), value, dtype=dtype, requires_grad=True)
+    loss = ct.linear_cross_entropy(hidden, weight, torch.tensor([0]), bias, label_smoothing=label_smoothing,
+                                   vocab_tile=1)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(2), rel=1e-7)
+    torch.testing.assert_close(bias.grad, torch.tensor([-0.5, 0.5], dtype=dtype) * (1 - label_smoothing))
+    assert abs(bias.grad.sum().item()) <= 4 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("dtype,offset,bound", [(torch.float32, 1e5, 1e-6), (torch.float32, 1e6, 1e-6),
+                                                (torch.float64, 1e12, 1e-12)])
+@pytest.mark.parametrize("vocab_tile", [1, 7, 50])
+def test_linear_cross_entropy_at_a_large_offset_merges_tiles_in_the_running_maximum_frame(dtype, offset, bound,
+                                                                                          vocab_tile):
+    # Rising logits: every tile raises the running maximum, so the sums are moved into a new frame each time.
+    x = (torch.randn(16, 50, generator=gen(), dtype=torch.float64) + torch.linspace(0, 8, 50, dtype=torch.float64)
+         + offset).to(dtype)
+    target = torch.randint(0, 50, (16,), generator=gen(1))
+    hidden, weight = linear_logits(x)
+    rows = ct.linear_cross_entropy(hidden, weight, target, reduction="none", label_smoothing=0.1,
+                                   vocab_tile=vocab_tile, chunk_size=5)
+    ref = np.asarray(x.numpy(), np.longdouble)
+    m = ref.max(-1, keepdims=True)
+    nll = np.log(np.exp(ref - m).sum(-1, keepdims=True)) - (ref - m)
+    expected = 0.9 * nll[np.arange(16), target.numpy()] + 0.1 * nll.mean(-1)
+    assert float(np.max(np.abs(np.asarray(rows.numpy(), np.longdouble) - expected) / expected)) <= bound
+    (grad,) = torch.autograd.grad(ct.linear_cross_entropy(hidden, weight.requires_grad_(), target,
+                                                          vocab_tile=vocab_tile), weight)
+    p = torch.from_numpy(np.exp(-nll).astype(np.float64))
+    expected_grad = (p - F.one_hot(target, 50).double()) / 16
+    torch.testing.assert_close(grad.T.double(), expected_grad, atol=10 * bound, rtol=0)
+
+
+def test_linear_cross_entropy_full_smoothing_on_a_masked_target_and_a_masked_ignored_row():
+    bias = torch.tensor([-math.inf, 0.0, 1.0], dtype=torch.float64)
+    hidden = torch.zeros(3, 1, dtype=torch.float64, requires_grad=True)
+    weight = torch.zeros(3, 1, dtype=torch.float64, requires_grad=True)
+    loss = ct.linear_cross_entropy(hidden, weight, torch.tensor([0, 1, 2]), bias, label_smoothing=1.0,
+                                   reduction="none")
+    assert loss.tolist() == [math.inf] * 3  # smoothing mass on the masked class: +inf (the rules), not NaN
+    masked = torch.full((3,), -math.inf, dtype=torch.float64)
+    with pytest.raises(ValueError, match="all_masked"):
+        ct.linear_cross_entropy(hidden, weight, torch.tensor([-100, 1, 2]), masked)
+    loss = ct.linear_cross_entropy(hidden, weight, torch.full((3,), -100), masked, vocab_tile=2)
+    loss.backward()  # ignored rows masked everywhere cost nothing, and their gradient is 0, not NaN
+    assert loss.item() == 0.0 and not hidden.grad.any() and not weight.grad.any()
+
+
+# --------------------------------------------------------------------------- second derivatives and torch.func
+
+
+def test_linear_cross_entropy_second_derivatives_match_finite_differences_and_torch():
+    hidden = torch.randn(5, 3, generator=gen(), dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, generator=gen(1), dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, generator=gen(2), dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 3, -100, 1, 2])
+    for reduction in ("none", "mean"):
+        assert torch.autograd.gradgradcheck(
+            lambda h, w, b: ct.linear_cross_entropy(h, w, target, b, reduction=reduction, label_smoothing=0.1,
+                                                    chunk_size=2, vocab_tile=3), (hidden, weight, bias))
+    (g_ours,) = torch.autograd.grad(ct.linear_cross_entropy(hidden, weight, target, bias), hidden, create_graph=True)
+    (g_torch,) = torch.autograd.grad(F.cross_entropy(F.linear(hidden, weight, bias), target), hidden,
+                                     create_graph=True)
+    penalty = [torch.autograd.grad(g.square().sum(), (hidden, weight, bias)) for g in (g_ours, g_torch)]
+    for a, b in zip(*penalty):
+        assert_close(a, b)
+
+
+def test_linear_cross_entropy_under_torch_func_grad_and_vmap():
+    hidden = torch.randn(6, 3, generator=gen(), dtype=torch.float64)
+    weight = torch.randn(5, 3, generator=gen(1), dtype=torch.float64)
+    target = torch.tensor([0, 4, 2, -100, 1, 1])
+    ours = torch.func.grad(lambda w: ct.linear_cross_entropy(hidden, w, target, label_smoothing=0.1))(weight)
+    theirs = torch.func.grad(lambda w: F.cross_entropy(hidden @ w.T, target, label_smoothing=0.1))(weight)
+    assert_close(ours, theirs)
+    batch = torch.randn(2, 6, 3, generator=gen(2), dtype=torch.float64)
+    ours = torch.func.vmap(lambda h: ct.linear_cross_entropy(h, weight, target))(batch)
+    assert_close(ours, torch.stack([F.cross_entropy(h @ weight.T, target) for h in batch]))
