@@ -14,8 +14,8 @@ pytest.importorskip("sklearn")
 from crossent import losses  # noqa: E402
 from crossent.lab import report  # noqa: E402
 from crossent.lab._common import Context, tidy  # noqa: E402
+from crossent.lab.experiments_network import _spec, train_run  # noqa: E402
 from crossent.lab.experiments_neuron import surface_curvature  # noqa: E402
-from crossent.lab.experiments_network import train_run, _spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import operator
 
 import numpy as np
 
+
 def show(value, limit: int = 6) -> str:
     """Short repr of `value` for error messages (arrays are truncated)."""
     if isinstance(value, np.ndarray) and value.size > limit:
