@@ -205,6 +205,7 @@ def test_bce_second_derivatives_match_finite_differences_and_torch(reduction):
 # --------------------------------------------------------------------------- torch.func (defect 6)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit inside forward-mode AD (hessian)
 def test_torch_func_grad_vmap_and_hessian_match_torch():
     x = torch.randn(6, 5, generator=gen(), dtype=torch.float64)
     target = torch.tensor([0, 1, 2, 3, 4, -100])

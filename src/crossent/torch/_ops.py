@@ -37,12 +37,15 @@ from . import _checks, _plain
 
 
 def _softmax_kernel(rows: Tensor, target: Tensor, weight, options: CrossEntropyOptions, inplace: bool):
-    """Loss and gradient of 2-D C-contiguous CPU `rows` from the fused kernel (the one call site)."""
+    """Loss and gradient of 2-D C-contiguous CPU `rows` from the fused kernel (the one call site).
+
+    The kernel's core trusts its inputs: the options are checked, the labels and
+    weights were checked by the caller, so nothing is validated twice.
+    """
     x = rows.numpy()
-    loss, grad = kernels.softmax_cross_entropy_fused(
-        x, target.numpy(), class_weight=None if weight is None else weight.numpy(),
-        ignore_index=options.ignore_index, label_smoothing=options.label_smoothing, z_loss=options.z_loss,
-        reduction=options.reduction, inplace=inplace, num_threads=torch.get_num_threads())
+    loss, grad = kernels.softmax_cross_entropy_core(
+        x, target.numpy(), None if weight is None else weight.numpy(), options, inplace=inplace,
+        num_threads=torch.get_num_threads())
     return torch.from_numpy(np.asarray(loss, dtype=x.dtype)), torch.from_numpy(np.asarray(grad))
 
 
