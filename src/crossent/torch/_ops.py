@@ -139,6 +139,7 @@ def _(input, target, weight, label_smoothing, ignore_index, z_loss, reduction, w
 def _softmax_setup_context(ctx, inputs, output):
     input, target, weight, label_smoothing, ignore_index, z_loss, reduction, _ = inputs
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no N x C zeros for the gradient output's own (absent) gradient
     # The logits are kept (a reference, not a copy) for second derivatives only.
     ctx.save_for_backward(input, target, weight, output[1])
     ctx.options = CrossEntropyOptions(label_smoothing, ignore_index, z_loss, reduction)
@@ -241,6 +242,7 @@ def _(input, target, pos_weight, weight, reduction, want_grad):
 def _bce_setup_context(ctx, inputs, output):
     input, target, pos_weight, weight, reduction, _ = inputs
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(input, target, pos_weight, weight, output[1])
     ctx.reduction = reduction
     ctx.handed = False

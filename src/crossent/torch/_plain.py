@@ -64,23 +64,23 @@ def softmax_cross_entropy_rows(logits, target, weight, options: CrossEntropyOpti
     shifted = torch.where(all_masked, 0.0, logits - top)
     log_sum = shifted.exp().sum(-1, keepdim=True).log()
     w = None if weight is None else weight.to(dtype)
-    smoothing = options.label_smoothing
+    label_smoothing = options.label_smoothing
 
     if integer_labels:
         safe = torch.where(kept, target, 0)
         row_weight = kept.to(dtype) if w is None else torch.where(kept, w[safe], 0.0)
         denominator = row_weight.sum()
-        target_mass = (1 - smoothing) * row_weight
+        target_mass = (1 - label_smoothing) * row_weight
         target_nll = (log_sum - shifted.gather(1, safe[:, None])).squeeze(1)
         rows = target_mass * torch.where(target_mass != 0, target_nll, 0.0)
-        if smoothing:
+        if label_smoothing:
             class_mass = kept[:, None] if w is None else kept[:, None] & (w != 0)
             nll = torch.where(class_mass, log_sum - shifted, 0.0)
-            rows = rows + smoothing / num_classes * (nll.sum(-1) if w is None else nll @ w)
+            rows = rows + label_smoothing / num_classes * (nll.sum(-1) if w is None else nll @ w)
     else:
         mass = target.to(dtype)
-        if smoothing:
-            mass = (1 - smoothing) * mass + smoothing / num_classes
+        if label_smoothing:
+            mass = (1 - label_smoothing) * mass + label_smoothing / num_classes
         if w is not None:
             mass = mass * w
         rows = (mass * torch.where(mass != 0, log_sum - shifted, 0.0)).sum(-1)

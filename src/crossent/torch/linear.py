@@ -95,17 +95,17 @@ class _TileWorkspace:
 def _linear_ce_forward(hidden, weight, bias, labels, kept, options, chunk_size, vocab_tile):
     r"""Pass 1: per row the frame :math:`m`, :math:`\log\sum_c e^{x_c - m}` and the loss, block by block.
 
-    ``row_i = (1 - eps) (log_sum_i - (x_{i,y_i} - m_i)) + eps (log_sum_i - sum_c (x_ic - m_i) / V)``
+    ``row_i = (1 - ε) (log_sum_i - (x_{i,y_i} - m_i)) + ε (log_sum_i - sum_c (x_ic - m_i) / V)``
     (0 for ignored rows).
     """
     n, num_classes = hidden.shape[0], weight.shape[0]
     work = _TileWorkspace(hidden, chunk_size, vocab_tile)
     dtype, device = work.softmax_dtype, hidden.device
-    smoothing = options.label_smoothing
+    label_smoothing = options.label_smoothing
     running = torch.full((n,), -math.inf, dtype=dtype, device=device)  # the maximum so far
     frame = torch.zeros(n, dtype=dtype, device=device)  # the running maximum where finite, else 0
     sum_exp = torch.zeros(n, dtype=dtype, device=device)  # sum_c exp(x_c - frame) over the classes seen
-    shifted_sum = torch.zeros(n, dtype=dtype, device=device) if smoothing else None  # sum_c (x_c - frame)
+    shifted_sum = torch.zeros(n, dtype=dtype, device=device) if label_smoothing else None  # sum_c (x_c - frame)
     target_logit = torch.zeros(n, dtype=dtype, device=device)
     for start, stop in _spans(n, chunk_size):
         h, y, kept_chunk = hidden[start:stop], labels[start:stop], kept[start:stop]
@@ -133,10 +133,10 @@ def _linear_ce_forward(hidden, weight, bias, labels, kept, options, chunk_size, 
     # Rows without a finite logit (ignored all_masked ones) get log_sum 0, so backward stays finite.
     log_sum = torch.where(sum_exp > 0, sum_exp.log(), 0.0)
     rows = torch.zeros(n, dtype=dtype, device=device)
-    if smoothing < 1:  # (1 - eps) * inf would be NaN at eps = 1 for a masked target
-        rows += (1 - smoothing) * (log_sum - (target_logit - frame))
+    if label_smoothing < 1:  # (1 - ε) * inf would be NaN at ε = 1 for a masked target
+        rows += (1 - label_smoothing) * (log_sum - (target_logit - frame))
     if shifted_sum is not None:
-        rows += smoothing * (log_sum - shifted_sum / num_classes)
+        rows += label_smoothing * (log_sum - shifted_sum / num_classes)
     return torch.where(kept, rows, 0.0), frame, log_sum
 
 
@@ -144,14 +144,14 @@ def _linear_ce_backward(hidden, weight, bias, labels, kept, frame, log_sum, coef
                         vocab_tile, needs):
     r"""Pass 2: recompute each tile of logits and turn it in place into the logit gradient.
 
-    ``d_ij = c_i (exp((x_ij - m_i) - log_sum_i) - (1 - eps) [j = y_i] - eps/V)`` (the softmax in
+    ``d_ij = c_i (exp((x_ij - m_i) - log_sum_i) - (1 - ε) [j = y_i] - ε/V)`` (the softmax in
     the shifted frame, as in forward), then ``grad_hidden += d W_t``, ``grad_weight[t] += d.T h``,
     ``grad_bias[t] += d.sum(0)``.  ``c`` (0 for ignored rows) is the upstream gradient of each row.
     """
     n, num_classes = hidden.shape[0], weight.shape[0]
     work = _TileWorkspace(hidden, chunk_size, vocab_tile)
     dtype, device = work.softmax_dtype, hidden.device
-    smoothing = options.label_smoothing
+    label_smoothing = options.label_smoothing
     grad_hidden = torch.empty(hidden.shape, dtype=hidden.dtype, device=device) if needs[0] else None
     # Written (not accumulated) by the first chunk; zeros only if there is no chunk at all.
     grad_weight = None
@@ -159,8 +159,8 @@ def _linear_ce_backward(hidden, weight, bias, labels, kept, frame, log_sum, coef
         grad_weight = (torch.empty if n else torch.zeros)(weight.shape, dtype=weight.dtype, device=device)
     grad_bias = torch.zeros(num_classes, dtype=dtype, device=device) if needs[2] and bias is not None else None
     coefficient = torch.where(kept, coefficient.to(dtype), 0.0)
-    onehot_value = -(1 - smoothing) * coefficient
-    uniform_value = smoothing / num_classes * coefficient
+    onehot_value = -(1 - label_smoothing) * coefficient
+    uniform_value = label_smoothing / num_classes * coefficient
     for start, stop in _spans(n, chunk_size):
         h, y, kept_chunk = hidden[start:stop], labels[start:stop], kept[start:stop]
         frame_chunk, log_sum_chunk = frame[start:stop, None], log_sum[start:stop, None]
@@ -169,7 +169,7 @@ def _linear_ce_backward(hidden, weight, bias, labels, kept, frame, log_sum, coef
             d = work.logits(h, weight, bias, lo, hi)
             # exp((x - m) - log_sum) <= 1: the softmax without overflow, then times c.
             d.sub_(frame_chunk).sub_(log_sum_chunk).exp_().mul_(coefficient_chunk)
-            if smoothing:
+            if label_smoothing:
                 d.sub_(uniform_value[start:stop, None])
             in_tile = kept_chunk & (y >= lo) & (y < hi)
             d.scatter_add_(1, (y - lo).clamp_(0, hi - lo - 1)[:, None],
