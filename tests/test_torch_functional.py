@@ -4,15 +4,16 @@ import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from _torch_helpers import assert_close, gen, reference_z_loss_rows, upstream_for, value_and_grad  # noqa: E402
+
 import crossent.torch as ct  # noqa: E402
 from crossent.torch._plain import cross_entropy_plain  # noqa: E402
-from _torch_helpers import (  # noqa: E402
-    assert_close, gen, linear_value_and_grads, reference_z_loss_rows, upstream_for, value_and_grad)
-
 
 # --------------------------------------------------------------------------- cross_entropy: hand values
 
@@ -391,11 +392,7 @@ def test_bce_errors():
         ct.binary_cross_entropy_with_logits(bad, torch.zeros(2, 3))
 
 
-
 # --------------------------------------------------------------------------- properties and other devices
-
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=40, deadline=None)

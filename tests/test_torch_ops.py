@@ -8,9 +8,10 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from _torch_helpers import assert_close, gen, upstream_for  # noqa: E402
+
 import crossent.torch as ct  # noqa: E402
 from crossent import kernels  # noqa: E402
-from _torch_helpers import assert_close, gen, upstream_for  # noqa: E402
 
 
 def test_cpu_tensors_go_through_the_fused_kernels(monkeypatch):

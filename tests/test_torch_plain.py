@@ -13,10 +13,11 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from _torch_helpers import gen  # noqa: E402
+
 import crossent.torch as ct  # noqa: E402
 from crossent._rules import CrossEntropyOptions  # noqa: E402
 from crossent.torch._plain import cross_entropy_plain  # noqa: E402
-from _torch_helpers import gen  # noqa: E402
 
 inf = math.inf
 PATHS = [pytest.param(ct.cross_entropy, id="fused"), pytest.param(cross_entropy_plain, id="plain")]

@@ -212,10 +212,14 @@ def softmax_inputs(input, target, weight) -> SoftmaxInputs:
     return SoftmaxInputs(input, class_last_rows(input), target_rows, weight, probability_targets, loss_shape)
 
 
-def check_softmax_values(inputs: SoftmaxInputs, options) -> None:
-    """The value checks of one call (the logits' own are made where the row maxima are computed)."""
-    if inputs.probability_targets:
-        check_probability_targets(inputs.target)
+def check_softmax_values(target, weight, num_classes: int, options) -> None:
+    """The value checks of one call: labels or probability rows, and class weights.
+
+    The logits' own (NaN, ``+inf``, all_masked rows) are made where the row
+    maxima are computed: in the kernel, or in :mod:`crossent.torch._plain`.
+    """
+    if target.is_floating_point():
+        check_probability_targets(target)
     else:
-        check_class_labels(inputs.target, inputs.num_classes, options.ignore_index)
-    check_weight_values(inputs.weight, "weight")
+        check_class_labels(target, num_classes, options.ignore_index)
+    check_weight_values(weight, "weight")

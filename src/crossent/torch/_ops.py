@@ -54,14 +54,6 @@ def _private_copy(x: Tensor, like: Tensor) -> bool:
     return x.untyped_storage().data_ptr() != like.untyped_storage().data_ptr()
 
 
-def _check_softmax_values(target, weight, num_classes: int, options: CrossEntropyOptions) -> None:
-    if target.is_floating_point():
-        _checks.check_probability_targets(target)
-    else:
-        _checks.check_class_labels(target, num_classes, options.ignore_index)
-    _checks.check_weight_values(weight, "weight")
-
-
 # --------------------------------------------------------------------------- backward helpers
 
 
@@ -121,7 +113,7 @@ def softmax_cross_entropy_op(input: Tensor, target: Tensor, weight: Optional[Ten
     """
     options = CrossEntropyOptions(label_smoothing, ignore_index, z_loss, reduction)
     rows = _checks.class_last_rows(input.detach()).to(_checks.compute_dtype(input.dtype)).contiguous()
-    _check_softmax_values(target, weight, rows.shape[1], options)
+    _checks.check_softmax_values(target, weight, rows.shape[1], options)
     # A private copy (class dim not last, float16/bfloat16) takes the gradient in place.
     loss, grad = _softmax_kernel(rows, target, weight, options, inplace=_private_copy(rows, input))
     return loss, grad if want_grad else rows.new_empty((0, rows.shape[1]))
@@ -147,6 +139,8 @@ def _softmax_setup_context(ctx, inputs, output):
 
 
 def _softmax_backward(ctx, grad_loss, _grad_of_grad):
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return (None,) * 8
     input, target, weight, grad = _saved(ctx)
     if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
         rows = _checks.class_last_rows(input).to(_checks.compute_dtype(input.dtype))
@@ -171,7 +165,7 @@ class InplaceSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, target, weight, options: CrossEntropyOptions):
         rows = _checks.class_last_rows(input.detach())  # a view of the caller's memory
-        _check_softmax_values(target, weight, rows.shape[1], options)
+        _checks.check_softmax_values(target, weight, rows.shape[1], options)
         loss, _ = _softmax_kernel(rows, target, weight, options, inplace=True)
         # The logits now hold the gradient.  As after torch's own in-place ops, bump
         # their version, so that a node that saved them raises instead of using it.
@@ -249,6 +243,8 @@ def _bce_setup_context(ctx, inputs, output):
 
 
 def _bce_backward(ctx, grad_loss, _grad_of_grad):
+    if grad_loss is None:
+        return (None,) * 6
     input, target, pos_weight, weight, grad = _saved(ctx)
     if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient
         loss = F.binary_cross_entropy_with_logits(input.to(target.dtype), target, weight, reduction=ctx.reduction,

@@ -9,13 +9,14 @@ requires grad, and inside ``torch.func`` transforms.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from crossent import _rules, _validate
 from crossent._rules import CrossEntropyOptions
 
 from . import _checks, _ops, _plain
+
+__all__ = ["cross_entropy", "binary_cross_entropy_with_logits"]
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,

@@ -22,6 +22,8 @@ from crossent._rules import CrossEntropyOptions
 
 from . import _checks, _plain
 
+__all__ = ["linear_cross_entropy", "default_chunk_size"]
+
 # Blocks of (up to 4096 tokens) x (a tile of classes), one block of softmax-dtype logits
 # being about 8 MiB: the products are still wide enough to run near the machine's
 # matrix-multiply peak (16 MiB blocks were 3-5% faster but left the process high-water

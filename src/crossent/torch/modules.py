@@ -13,6 +13,8 @@ from crossent._rules import CrossEntropyOptions
 
 from .functional import binary_cross_entropy_with_logits, cross_entropy_with_options
 
+__all__ = ["CrossEntropyLoss", "BCEWithLogitsLoss"]
+
 
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """Drop-in for ``torch.nn.CrossEntropyLoss`` computed by :func:`crossent.torch.cross_entropy`.
