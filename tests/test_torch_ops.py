@@ -255,13 +255,13 @@ class Head(torch.nn.Module):
                 + self.functional.binary_cross_entropy_with_logits(logits, bits) + self.bce(logits, bits))
 
 
-def compiled_against_torch(backend):
+def compiled_against_torch(backend, fullgraph=False):
     hidden = torch.randn(8, 6, generator=gen(), dtype=torch.float64)
     labels = torch.randint(0, 5, (8,), generator=gen(1))
     bits = torch.rand(8, 5, generator=gen(2), dtype=torch.float64).round()
     ours, theirs = Head(ct, ct), Head(F, torch.nn)
     theirs.load_state_dict(ours.state_dict())
-    compiled = torch.compile(ours, backend=backend)
+    compiled = torch.compile(ours, backend=backend, fullgraph=fullgraph)
     for step in range(2):  # the first call compiles, the second reuses
         results = []
         for model in (compiled, theirs):
@@ -286,6 +286,12 @@ def test_a_compiled_model_keeps_the_fused_operators_and_matches_torch(backend):
     compiled_against_torch(recording)
     assert torch.ops.crossent.softmax_cross_entropy.default in nodes
     assert torch.ops.crossent.sigmoid_binary_cross_entropy.default in nodes
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_four_losses_compile_into_one_graph_without_a_break():
+    torch._dynamo.reset()
+    compiled_against_torch("eager", fullgraph=True)  # fullgraph: a graph break is an error
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
