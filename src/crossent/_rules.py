@@ -203,6 +203,22 @@ def times(a, b) -> np.ndarray:
     return out
 
 
+def safe_log(x, at_zero=-np.inf) -> np.ndarray:
+    """``log x`` for ``x >= 0``, with `at_zero` where ``x == 0`` and no divide-by-zero warning.
+
+    The one "safe log" of the package: ``log 0 = -inf`` by default; callers
+    that multiply by a zero mass afterwards pass ``at_zero=0`` (0·log 0 = 0).
+
+    Examples:
+        >>> safe_log(np.array([1.0, 0.0])), safe_log(np.array([0.0]), at_zero=0.0)
+        (array([  0., -inf]), array([0.]))
+    """
+    x = np.asarray(x)
+    out = np.full(x.shape, at_zero, dtype=np.result_type(x.dtype, np.float32))
+    np.log(x, out=out, where=x > 0)
+    return out
+
+
 def mean_scale(denominator: float) -> float:
     """What a summed loss (and its gradient) is multiplied by for ``"mean"``: ``1/denominator``, or 0.
 

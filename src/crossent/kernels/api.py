@@ -24,6 +24,7 @@ from .._rules import (
 from .._validate import check_integer_labels, check_weights, show
 from . import _buffers
 from . import numpy_blocked as _numpy
+from ._pool import default_threads
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -108,7 +109,7 @@ def supports_softmax(logits, labels) -> bool:
 
 def _check_threads(num_threads) -> int:
     if num_threads is None:
-        return _numpy.default_threads()
+        return default_threads()
     if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or num_threads < 1:
         raise ValueError(f"`num_threads` must be a positive integer or None, got {num_threads!r}.")
     return int(num_threads)

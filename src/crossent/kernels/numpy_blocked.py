@@ -5,7 +5,7 @@ step (subtract, exp, row sums, scaling) runs on the block already written to
 the gradient buffer while it is still cache resident, with ``out=`` everywhere,
 so the memory traffic is close to "read the logits once, write the gradient
 once".  NumPy releases the GIL inside its loops, so two threads run two blocks
-at the same time.
+at the same time (on the pool of :mod:`crossent.kernels._pool`).
 
 Nothing here validates its input: the public functions in
 :mod:`crossent.kernels` do that and pass a :class:`SoftmaxOptions`.
@@ -14,68 +14,13 @@ Nothing here validates its input: the public functions in
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._rules import times
-
-# Bytes of logits per block.  Measured on a 2 MiB-L2 core: the logits block and
-# the gradient block (1 MiB together) stay in L2 between the ufunc passes,
-# while the per-block Python overhead (~20 ufunc calls) stays small.
-BLOCK_BYTES = 1 << 19
-# Below this many bytes a single thread is faster than waking the pool.
-SINGLE_THREAD_BYTES = 1 << 20
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def default_threads() -> int:
-    return os.cpu_count() or 1
-
-
-def _pool(num_threads: int) -> ThreadPoolExecutor:
-    with _pools_lock:
-        pool = _pools.get(num_threads)
-        if pool is None:
-            pool = _pools[num_threads] = ThreadPoolExecutor(num_threads, thread_name_prefix="crossent")
-        return pool
-
-
-def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: int = 1,
-                  block_bytes: int | None = None) -> None:
-    """Call ``work(lo, hi)`` on consecutive blocks covering ``range(n_items)``.
-
-    The items are split into one contiguous run per thread; each thread walks
-    its run block by block.  Block bounds are multiples of `align`.  The first
-    exception raised by a worker is re-raised here (after every worker ends).
-    """
-    if n_items == 0:
-        return
-    per_block = max(align, (block_bytes or BLOCK_BYTES) // max(item_bytes, 1) // align * align)
-    share = -(-n_items // max(num_threads, 1))  # every thread gets at least one block
-    per_block = min(per_block, -(-share // align) * align)
-    n_blocks = -(-n_items // per_block)
-    threads = min(num_threads, n_blocks)
-    if threads <= 1 or n_items * item_bytes < SINGLE_THREAD_BYTES:
-        for lo in range(0, n_items, per_block):
-            work(lo, min(lo + per_block, n_items))
-        return
-
-    def run(first_block: int, last_block: int) -> None:
-        for b in range(first_block, last_block):
-            work(b * per_block, min((b + 1) * per_block, n_items))
-
-    bounds = [n_blocks * t // threads for t in range(threads + 1)]
-    futures = [_pool(threads).submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
-    errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
+from ._pool import BLOCK_BYTES, run_in_blocks
 
 
 def _row_sums(block: np.ndarray) -> np.ndarray:

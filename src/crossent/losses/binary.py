@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 from scipy import special
 
-from .._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction, times
+from .._rules import check_label_smoothing, check_nonnegative_scalar, check_reduction, safe_log, times
 from .._validate import check_finite, check_unit_interval
 from ._common import _broadcast_weight, _prepare_pair, _reduce, _smooth_binary
 
@@ -265,10 +265,10 @@ def sigmoid_focal_loss_with_grad(
     log_q = special.log_expit(-logits)  # log(1 - p), exact for large z
     ce = 0.0 - (y * log_p + (1.0 - y) * log_q)  # 0 - x: no -0.0
     # log m = log(y (1-p) + (1-y) p), with log 0 = -inf for y in {0, 1} (no warning).
-    log_m = np.logaddexp(_log_or_minus_inf(y) + log_q, _log_or_minus_inf(1.0 - y) + log_p)
+    log_m = np.logaddexp(safe_log(y) + log_q, safe_log(1.0 - y) + log_p)
     m_gamma = np.exp(gamma * log_m)
     # gamma m^(gamma-1) m', in log space; its sign is the sign of 1 - 2y.
-    log_abs_slope = (gamma - 1.0) * log_m + _log_or_minus_inf(np.abs(1.0 - 2.0 * y)) + log_p + log_q
+    log_abs_slope = (gamma - 1.0) * log_m + safe_log(np.abs(1.0 - 2.0 * y)) + log_p + log_q
     slope = np.sign(1.0 - 2.0 * y) * np.exp(log_abs_slope)
     losses = m_gamma * ce
     grads = gamma * slope * ce + m_gamma * (special.expit(logits) - y)
@@ -280,13 +280,6 @@ def sigmoid_focal_loss_with_grad(
         losses = losses * sample_weight
         grads = grads * sample_weight
     return _reduce(losses, grads, reduction, logits.size, dtype)
-
-
-def _log_or_minus_inf(x: np.ndarray) -> np.ndarray:
-    """``log(x)`` for ``x >= 0`` with ``log(0) = -inf`` and no divide-by-zero warning."""
-    out = np.full(x.shape, -np.inf)
-    np.log(x, out=out, where=x > 0)
-    return out
 
 
 def sigmoid_focal_loss(
