@@ -298,3 +298,32 @@ def test_the_four_losses_compile_into_one_graph_without_a_break():
 def test_a_model_compiled_by_inductor_matches_torch():
     torch._dynamo.reset()
     compiled_against_torch("inductor")
+
+
+# --------------------------------------------------------------------------- the operators themselves
+
+
+def softmax_operator_cases():
+    x = torch.randn(4, 3, 2, generator=gen(), dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 1, 0, 0, 1, 2])
+    weight = torch.rand(3, generator=gen(1), dtype=torch.float64)
+    probs = torch.softmax(torch.randn(8, 3, generator=gen(2)), -1)
+    return [(x, labels, weight, 0.1, -100, 0.01, "mean", True), (x, labels, None, 0.0, None, 0.0, "none", True),
+            (x.detach().bfloat16().requires_grad_(), probs, None, 0.2, None, 0.0, "sum", True)]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("case", range(3))
+def test_softmax_operator_passes_torch_library_opcheck(case):
+    # Schema, fake (meta) implementation, autograd registration and AOT dispatch with dynamic shapes.
+    torch.library.opcheck(torch.ops.crossent.softmax_cross_entropy.default, softmax_operator_cases()[case])
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_sigmoid_bce_operator_passes_torch_library_opcheck(reduction):
+    x = torch.randn(4, 3, generator=gen(), dtype=torch.float64, requires_grad=True)
+    y = torch.rand(4, 3, generator=gen(1), dtype=torch.float64)
+    pos_weight = torch.rand(3, generator=gen(2), dtype=torch.float64)
+    torch.library.opcheck(torch.ops.crossent.sigmoid_binary_cross_entropy.default,
+                          (x, y, pos_weight, None, reduction, True))
