@@ -5,7 +5,10 @@ are ``torch.library`` custom operators: Dynamo does not trace into them (it
 would meet NumPy and Numba), their fake implementations give the output shapes,
 and ``register_autograd`` gives the backward.  Each returns ``(loss, grad)``:
 the kernel computes the input gradient during the forward pass, and backward
-only scales it (the chain rule :math:`\partial L/\partial x \cdot g`).
+only scales it (the chain rule :math:`\partial L/\partial x \cdot g`).  Eager
+calls run the very same forward, ``setup_context`` and backward functions as
+a plain ``torch.autograd.Function``, which skips the operator dispatch (about
+0.2 ms a call); under ``torch.compile`` the operators are called.
 
 Backward hands the saved gradient on without a copy where that is safe: the
 first backward of a graph with a unit upstream gradient (``loss.backward()``
