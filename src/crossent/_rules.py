@@ -232,6 +232,19 @@ def mean_scale(denominator: float) -> float:
     return 1.0 / denominator if denominator > 0 else 0.0
 
 
+def scaled_total(total: float, scale: float) -> float:
+    """The summed rows times the reduction's `scale`, where a scale of 0 (the empty mean) gives 0.
+
+    The empty mean is 0 even when a row of the sum is infinite (a masked class
+    under smoothing in a row of zero weight): never ``inf * 0 = NaN``.
+
+    Examples:
+        >>> scaled_total(float("inf"), 0.0), scaled_total(3.0, 0.5)
+        (0.0, 1.5)
+    """
+    return total * scale if scale != 0 else 0.0
+
+
 def reduction_scale(reduction: str, denominator: float) -> float:
     """The factor applied to the summed rows: `mean_scale` for ``"mean"``, 1 for ``"sum"`` and ``"none"``.
 

@@ -20,6 +20,7 @@ from .._rules import (
     check_reduction,
     integer_label_denominator,
     reduction_scale,
+    scaled_total,
 )
 from .._validate import check_integer_labels, check_weights, show
 from . import _buffers
@@ -173,7 +174,7 @@ def softmax_cross_entropy_core(logits, labels, class_weight, options: CrossEntro
     if options.reduction == "none":
         return row_loss.astype(dtype), grad
     # Summed in float64 (pairwise), so the reduction adds no float32 rounding.
-    return dtype.type(row_loss.sum() * opt.scale), grad
+    return dtype.type(scaled_total(float(row_loss.sum()), opt.scale)), grad
 
 
 def softmax_cross_entropy_fused(

@@ -105,7 +105,7 @@ def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, l
     for i in range(lo, hi):
         xi = x[i]
         y = labels[i]
-        target_logit = float(xi[y])  # read before the row (maybe xi itself) is overwritten
+        target_logit = np.float64(xi[y])  # read before the row (maybe xi itself) is overwritten
         running_max = -np.inf
         total = 0.0  # sum of exp(x - running_max), float64 across chunks
         shifted_sum = 0.0  # sum_c w_c (x_c - chunk max), per chunk, rebased to the row max at the end
@@ -119,17 +119,20 @@ def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, l
             if m == np.inf:
                 return i
             if eps > 0.0:
-                # In the chunk's own frame (terms <= 0): no large offset enters the sum.
-                acc = F32(0.0)
+                # In the chunk's own frame (terms <= 0): no large offset enters the sum; in
+                # float64, where x - m cannot overflow (x = -0.9 max, m = 0.9 max in float32).
+                acc = 0.0
+                m64 = np.float64(m)  # numba: float() of a float32 stays float32
                 if m == -np.inf:  # a fully masked chunk: -inf where a masked class has weight
-                    acc = F32(-np.inf) if chunk_weight[c] > 0.0 else F32(0.0)
+                    acc = -np.inf if chunk_weight[c] > 0.0 else 0.0
                 elif has_weight:
                     wc = weight[c * CHUNK : (c + 1) * CHUNK]
                     for j in range(width):
-                        acc += wc[j] * (xc[j] - m) if wc[j] > F32(0.0) else F32(0.0)  # 0 * -inf counts as 0
+                        # 0 * -inf counts as 0
+                        acc += np.float64(wc[j]) * (np.float64(xc[j]) - m64) if wc[j] > F32(0.0) else 0.0
                 else:
                     for j in range(width):
-                        acc += xc[j] - m
+                        acc += np.float64(xc[j]) - m64
                 shifted_sum += acc
             if m > running_max:
                 total *= math.exp(running_max - m) if running_max > -np.inf else 0.0

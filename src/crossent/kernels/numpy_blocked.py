@@ -52,21 +52,20 @@ def raise_dead_row(row: int):
     raise ValueError(f"`logits` are -inf for every class in row {row}: no class is possible.")
 
 
-def shift_rows(xb: np.ndarray, gb: np.ndarray, first_row: int):
-    """Write ``x - m`` (m the row maximum) into `gb`; return the maxima (float64) and the all-masked rows.
+def row_shifts(xb: np.ndarray, first_row: int):
+    """The row maxima m (float64; 0 for a row whose logits are all -inf) and the all-masked rows.
 
-    This is the shifted frame: every exponent is <= 0, so ``exp`` never
-    overflows and the row sum is >= 1 (the maximum contributes exp(0) = 1),
-    so its log is safe; and every difference ``lse - x`` is formed as
-    ``log S - (x - m)``, which keeps its digits under a large common offset.
-    A row whose logits are all -inf is shifted by 0 (its exponentials are 0;
-    allowed only where the row is ignored).
+    Subtracting m is the shifted frame: every exponent is <= 0, so ``exp``
+    never overflows and the row sum is >= 1 (the maximum contributes
+    exp(0) = 1), so its log is safe; and every difference ``lse - x`` is
+    formed as ``log S - (x - m)``, which keeps its digits under a large common
+    offset.  An all-masked row (allowed only where it is ignored) has
+    exponentials 0.
     """
     row_max = np.max(xb, axis=1)
     check_row_maxima(row_max, xb, first_row)
     all_masked = row_max == -np.inf
-    shift = np.where(all_masked, 0.0, row_max).astype(xb.dtype) if all_masked.any() else row_max
-    np.subtract(xb, shift[:, None], out=gb)
+    shift = np.where(all_masked, 0.0, row_max) if all_masked.any() else row_max
     return shift.astype(np.float64), all_masked
 
 
@@ -82,23 +81,29 @@ def exp_rows(gb: np.ndarray, all_masked: np.ndarray):
     return row_sum, np.log(row_sum)
 
 
-def _shifted_dots(gb: np.ndarray, weights):
-    """Row sums of ``weights * (x - m)`` in the shifted block, float64.
+def shifted_dots(xb: np.ndarray, shift: np.ndarray, weights, coef: float) -> np.ndarray:
+    """``coef * sum_c weights_c (x_c - m)`` per row, float64, without overflow.
 
     `weights` is None (plain row sums), a (V,) vector or a block-shaped array.
-    A zero weight against a masked (-inf) logit counts 0, not NaN.
+    ``x - m`` can exceed the dtype's range (x = -0.9 max, m = 0.9 max): it is
+    formed in float64 for float32 logits, and as ``2 (x/2 - m/2)`` with `coef`
+    applied before the doubling for float64 ones, so the result overflows only
+    where the true value does.  A zero weight against a masked (-inf) logit
+    counts 0, not NaN.  Read from the logits before they are overwritten.
     """
+    half = xb.dtype == np.float64
+    d = xb * 0.5 if half else xb.astype(np.float64)
+    d -= (shift * 0.5 if half else shift)[:, None]
+    # coef multiplies before the sum, so the sum stays in range wherever the result does
+    scaled = coef * (np.ones(1) if weights is None else weights.astype(np.float64))
     with np.errstate(invalid="ignore"):
-        if weights is None:
-            dots = _row_sums(gb)
-        elif weights.ndim == 1:
-            dots = _row_dots(gb, weights)
+        if scaled.ndim == 1:
+            dots = d @ np.broadcast_to(scaled, d.shape[1:])
         else:
-            dots = np.einsum("ij,ij->i", gb, weights)
-        dots = dots.astype(np.float64)
-        if weights is not None and np.isnan(dots).any():
-            dots = np.where(weights > 0, gb * weights, 0).sum(axis=1, dtype=np.float64)
-    return dots
+            dots = np.einsum("ij,ij->i", d, scaled)
+        if np.isnan(dots).any():  # 0 * -inf: a masked class of no weight counts 0
+            dots = np.where(scaled > 0, d * scaled, 0).sum(axis=1)
+    return 2.0 * dots if half else dots
 
 
 @dataclass
@@ -124,11 +129,13 @@ def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     flat = np.arange(n) * num_classes + labels
     # Read before `gb` (which may be the logits buffer, in place mode) is overwritten.
     target_logit = xb.reshape(-1)[flat].astype(np.float64)
-    shift, all_masked = shift_rows(xb, gb, lo)
+    shift, all_masked = row_shifts(xb, lo)
     if (all_masked & kept).any():
         raise_dead_row(lo + int(np.argmax(all_masked & kept)))
     if eps:
-        shifted_dot = _shifted_dots(gb, w)  # sum_c w_c (x_c - m)
+        smooth_dot = shifted_dots(xb, shift, w, eps / num_classes)  # (eps/V) sum_c w_c (x_c - m)
+    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
+        np.subtract(xb, shift.astype(xb.dtype)[:, None], out=gb)
     row_sum, log_sum = exp_rows(gb, all_masked)
 
     w_target = (w[labels].astype(np.float64) if w is not None else np.ones(n)) * kept
@@ -138,7 +145,7 @@ def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     p_coef = target_coef  # multiplies p_j in the gradient
     if eps:
         # (eps/V) sum_c w_c (log S - (x_c - m)): the smoothing term, weighted per class like PyTorch.
-        loss += np.where(kept, eps / num_classes * (opt.weight_total * log_sum - shifted_dot), 0.0)
+        loss += np.where(kept, eps / num_classes * opt.weight_total * log_sum - smooth_dot, 0.0)
         p_coef = p_coef + kept * (eps / num_classes * opt.weight_total)
     if opt.z_loss:
         lse = shift + log_sum
@@ -164,12 +171,15 @@ def softmax_prob_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     eps, w = opt.label_smoothing, opt.class_weight  # eps: label_smoothing in the formulas
     wq = qb * w if w is not None else qb.copy()  # block-sized scratch, reused for the gradient
     wq_total = _row_sums(wq).astype(np.float64)
-    shift, all_masked = shift_rows(xb, gb, lo)
+    shift, all_masked = row_shifts(xb, lo)
     if all_masked.any():  # probability targets have no ignored rows
         raise_dead_row(lo + int(np.argmax(all_masked)))
-    dot = (1 - eps) * _shifted_dots(gb, wq)  # sum_c w_c q'_c (x_c - m)
+    # sum_c w_c q'_c (x_c - m), read before `gb` (maybe the logits) is overwritten; eps = 1 counts 0
+    dot = shifted_dots(xb, shift, wq, 1 - eps) if eps < 1 else 0.0
     if eps:
-        dot += eps / num_classes * _shifted_dots(gb, w)
+        dot = dot + shifted_dots(xb, shift, w, eps / num_classes)
+    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
+        np.subtract(xb, shift.astype(xb.dtype)[:, None], out=gb)
     row_sum, log_sum = exp_rows(gb, all_masked)
 
     # loss_i = sum_c w_c q'_c (log S_i - (x_c - m_i)) = A_i log S_i - B_i

@@ -13,7 +13,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from .._rules import CrossEntropyOptions, check_class_weight, integer_label_denominator, reduction_scale, times
+from .._rules import (
+    CrossEntropyOptions,
+    check_class_weight,
+    integer_label_denominator,
+    reduction_scale,
+    scaled_total,
+    times,
+)
 from .._validate import as_float_array, check_axis, check_distribution, check_integer_labels, check_not_nan, show
 from ._common import _result_dtype
 
@@ -101,9 +108,22 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
     # The shifted frame: x - m <= 0, so exp never overflows, and -log p_c = log S - (x_c - m)
     # keeps its digits under a large common offset (lse - x_c would cancel).
     row_max = np.where(all_masked, 0.0, row_max)
-    shifted = logits - row_max[:, None]
-    log_sum = np.log(np.where(all_masked, 1.0, np.exp(shifted).sum(axis=1)))  # an all-masked row: log 1 = 0
-    neg_log_p = log_sum[:, None] - shifted  # -log p, +inf on masked classes
+    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
+        shifted = logits - row_max[:, None]
+    # log S = log1p(S - 1), with S - 1 summed without the maxima's exp(0) = 1: a confident row
+    # (S = 1 + 1e-12) keeps its digits, where log(1 + 1e-12 rounded) would not.
+    at_max = shifted == 0
+    rest = np.where(at_max, 0.0, np.exp(shifted)).sum(axis=1) + (at_max.sum(axis=1) - 1)
+    log_sum = np.log1p(np.where(all_masked, 0.0, rest))  # an all-masked row: log 1 = 0
+    with np.errstate(over="ignore"):
+        neg_log_p = log_sum[:, None] - shifted  # -log p, +inf on masked classes
+    # sum_c v_c (x_c - m) as 2 sum_c v_c (x/2 - m/2): x - m can exceed the float range where the
+    # smoothing term, (eps/C) of it, does not.
+    half_shifted = logits * 0.5 - (row_max * 0.5)[:, None]
+
+    def shifted_dot(v, coef):
+        return 2.0 * times(coef * v, half_shifted).sum(axis=1)  # coef first: the sum stays in range
+
     probs = np.exp(-neg_log_p)
     lse = row_max + log_sum
     smooth = eps / num_classes
@@ -117,7 +137,7 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
         grad_coef = target_coef.copy()
         if eps:
             # (eps/C) sum_c w_c (-log p_c); a masked class of positive weight makes it +inf.
-            rows += np.where(kept, times(smooth * weights, neg_log_p).sum(axis=1), 0.0)
+            rows += np.where(kept, smooth * weights.sum() * log_sum - shifted_dot(weights, smooth), 0.0)
             grad_coef += kept * (smooth * weights.sum())
         if z_loss:
             rows += np.where(kept, z_loss * lse**2, 0.0)
@@ -134,8 +154,8 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
             targets = (1.0 - eps) * targets + smooth
         weighted_targets = targets * weights
         # 0 * log 0 = 0: a masked class with no target mass contributes nothing.
-        rows = times(weighted_targets, neg_log_p).sum(axis=1)
         grad_coef = weighted_targets.sum(axis=1)
+        rows = grad_coef * log_sum - shifted_dot(weighted_targets, 1.0)
         if z_loss:
             rows += z_loss * lse**2
             grad_coef += 2.0 * z_loss * lse
@@ -148,7 +168,7 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
     if options.reduction == "none":
         return rows, grad
     scale = reduction_scale(options.reduction, denominator)  # 0 when nothing counts: 0, not 0/0
-    return dtype.type(np.sum(rows, dtype=np.float64) * scale), (grad * scale).astype(dtype, copy=False)
+    return dtype.type(scaled_total(float(np.sum(rows, dtype=np.float64)), scale)), (grad * scale).astype(dtype, copy=False)
 
 
 _BACKENDS = ("auto", "fused", "reference")
