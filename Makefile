@@ -21,7 +21,8 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 report: $(VENV)/.lab-installed  ## run the lab and write crossent-report/index.html
 	$(BIN)/crossent report $(ARGS)
 
-test: $(VENV)/.dev-installed  ## the whole test suite, doctests included
+test: $(VENV)/.dev-installed  ## lint, then the whole test suite, doctests included
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 fuzz: $(VENV)/.dev-installed  ## property tests with fresh random examples, 2000 per test (minutes)

@@ -2,8 +2,11 @@
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -187,3 +190,189 @@ def test_readme_command_line_examples(capsys, argv, expected):
     status, out, err = run(capsys, *argv)
     assert (status, err) == (0, "")
     assert out.splitlines() == expected
+
+
+class TestOutputAndInterrupts:
+    def test_unit_of_a_base_just_above_one_is_not_shown_as_one(self, capsys):
+        status, out, _ = run(capsys, "entropy", "1", "--base", "1.0000000000000002")
+        assert (status, out) == (0, "H(p) = 0 log-base-1.0000000000000002 units\n")
+
+    def test_huge_counts_are_normalised_exactly(self, capsys):
+        # Their sum overflows float64: H used to come out as 0 (the library now scales first).
+        status, out, _ = run(capsys, "entropy", "1e308", "1e308", "--normalize", "--base", "2")
+        assert (status, out) == (0, "H(p) = 1 bit\n")
+        status, out, _ = run(capsys, "js", "--p", "1e308", "1e308", "--q", "1", "1", "--normalize", "--json")
+        assert status == 0 and json.loads(out)["value"] == 0.0
+
+    def test_ctrl_c_is_one_line_and_status_130(self, capsys, monkeypatch):
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr("crossent.measures.entropy", interrupted)
+        status, out, err = run(capsys, "entropy", "0.5", "0.5")
+        assert (status, out, err) == (130, "", "crossent entropy: interrupted\n")
+
+    def test_a_closed_pipe_exits_quietly(self):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader is gone before anything is written (`| head -0`)
+        try:
+            result = subprocess.run([sys.executable, "-m", "crossent", "info", "0.5"], stdout=write_end,
+                                    stderr=subprocess.PIPE, text=True, timeout=120)
+        finally:
+            os.close(write_end)
+        assert (result.returncode, result.stderr) == (141, "")
+
+    def test_a_closed_stdout_is_not_an_error(self):
+        result = subprocess.run(["sh", "-c", 'exec "$0" -m crossent info 0.5 >&-', sys.executable],
+                                capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stderr) == (0, "")
+
+    @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+    def test_a_full_disk_is_one_line_and_status_1(self):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run([sys.executable, "-m", "crossent", "info", "0.5", "--json"], stdout=full,
+                                    stderr=subprocess.PIPE, text=True, timeout=120)
+        assert result.returncode == 1
+        assert result.stderr == "crossent info: error: cannot write the output: No space left on device\n"
+
+
+# ---------------------------------------------------------------- crossent report (experiments replaced by a stand-in)
+
+
+@pytest.fixture
+def report_module(monkeypatch):
+    """crossent.lab.report with one tiny experiment in place of the nine."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("sklearn")
+    from crossent.lab import report
+    from crossent.lab._common import section
+
+    def stand_in(ctx):
+        (ctx.out_dir / "fig.png").write_bytes(b"figure")
+        return section("stand_in", "Stand-in", figures=["fig.png"], text="t", tables=[], numbers={}, headline="h")
+
+    monkeypatch.setattr(report, "experiments", lambda: [stand_in])
+    return report
+
+
+def _one_line_error(status, out, err, starts):
+    assert status == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(starts), err
+
+
+class TestReport:
+    @pytest.mark.parametrize("argv, message", [
+        (["--jobs", "-3"], "argument --jobs: must be a positive number of processes (at most the"),
+        (["--jobs", "0"], "argument --jobs: must be a positive number of processes"),
+        (["--seed", str(2**32)], f"argument --seed: must be an integer from 0 to {2**32 - 1}, got {2**32}"),
+        (["--seed", "-1"], f"argument --seed: must be an integer from 0 to {2**32 - 1}, got -1"),
+        (["--seed", "1e3"], "argument --seed: not an integer: '1e3'"),
+    ])
+    def test_bad_numbers_are_refused_before_any_work(self, capsys, argv, message):
+        status, out, err = run(capsys, "report", *argv)
+        _one_line_error(status, out, err, "crossent report: error: " + message)
+        assert f"got {argv[1]}" in err or "not an integer" in err
+
+    def test_help_says_jobs_is_capped_and_what_force_does(self, capsys):
+        status, out, _ = run(capsys, "report", "--help")
+        text = " ".join(out.split())
+        assert status == 0 and "cores available to this process are used" in text
+        assert "--force" in text and "replace DIR even if it is a folder of other files" in text
+
+    @pytest.mark.parametrize("where, message", [
+        ("file", "crossent report: error: --out must be a folder, but 'file' is a file."),
+        ("file/sub", "crossent report: error: --out 'file/sub' lies inside"),
+        (".", "crossent report: error: --out '.' is or contains the current folder"),
+        ("mine", "crossent report: error: --out 'mine' is a folder of other files, not a crossent report"),
+    ])
+    def test_bad_out_is_exit_2_with_one_line(self, capsys, monkeypatch, tmp_path, report_module, where, message):
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "file").write_text("a file")
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "index.html").write_text("my page")
+        status, out, err = run(capsys, "report", "--out", where)
+        _one_line_error(status, out, err, message)
+        assert sorted(p.name for p in tmp_path.rglob("*")) == ["file", "index.html", "mine"]
+        assert (tmp_path / "mine" / "index.html").read_text() == "my page"
+        if where == "mine":
+            assert err.rstrip().endswith("or pass --force to replace it.")
+            status, _, _ = run(capsys, "report", "--out", where, "--force")
+            assert status == 0 and report_module.is_report_folder(tmp_path / "mine")
+
+    def test_json_is_the_only_stdout_and_notes_go_to_stderr(self, capsys, monkeypatch, tmp_path, report_module):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # so the progress bar is drawn
+        status, out, err = run(capsys, "report", "--json", "--jobs", "999", "--out", str(tmp_path / "r"))
+        assert status == 0 and out.count("\n") == 1
+        data = json.loads(out)
+        cores = report_module.available_cores()
+        assert data["index"] == str(tmp_path / "r" / "index.html") and data["jobs"] == cores
+        assert err.startswith(f"crossent report: --jobs 999 is more than the {cores} cores available; using {cores}\n")
+        assert "crossent report: 100%" in err  # the bar
+
+    def test_ctrl_c_leaves_the_previous_report_and_no_partial_one(self, capsys, monkeypatch, tmp_path, report_module):
+        out_dir = tmp_path / "r"
+        assert run(capsys, "report", "--out", str(out_dir))[0] == 0
+        before = sorted(p.name for p in out_dir.iterdir())
+
+        def interrupted(ctx):
+            (ctx.out_dir / "half.png").write_bytes(b"half")
+            raise KeyboardInterrupt
+        monkeypatch.setattr(report_module, "experiments", lambda: [interrupted])
+        status, out, err = run(capsys, "report", "--out", str(out_dir))
+        assert (status, out, err) == (130, "", "crossent report: interrupted\n")
+        assert sorted(p.name for p in out_dir.iterdir()) == before and list(tmp_path.iterdir()) == [out_dir]
+
+    def test_a_missing_lab_module_is_one_line_and_nothing_is_written(self, capsys, monkeypatch, tmp_path, report_module):
+        monkeypatch.setitem(sys.modules, "tqdm", None)
+        status, out, err = run(capsys, "report", "--out", str(tmp_path / "r"))
+        assert status == 1 and out == "" and err.count("\n") == 1
+        assert "needs the module 'tqdm'" in err and "crossent[lab]" in err and list(tmp_path.iterdir()) == []
+
+    def test_sigterm_removes_the_partial_report(self, tmp_path):
+        pytest.importorskip("matplotlib")
+        code = textwrap.dedent("""
+            import sys, time
+            from crossent.cli import main
+            from crossent.lab import report
+
+            def slow(ctx):
+                (ctx.out_dir / "half.png").write_bytes(b"half")
+                print("started", flush=True)
+                time.sleep(60)
+
+            report.experiments = lambda: [slow]
+            sys.exit(main(["report", "--out", sys.argv[1]]))
+        """)
+        proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "r")], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline() == "started\n"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        finally:
+            proc.kill()
+            proc.communicate()
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_name_the_output_encoding_cannot_show_is_escaped(tmp_path):
+    pytest.importorskip("matplotlib")
+    code = textwrap.dedent("""
+        import sys
+        from crossent.cli import main
+        from crossent.lab import report
+        from crossent.lab._common import section
+
+        report.experiments = lambda: [lambda ctx: section("x", "X", figures=[], text="t", tables=[], numbers={}, headline="h")]
+        sys.exit(main(["report", "--out", sys.argv[1]]))
+    """)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r\u00e9sum\u00e9")], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"wrote {tmp_path}/r\\xe9sum\\xe9/index.html (1 experiments")
+
+
+def test_python_dash_m_crossent_lab_is_crossent_report():
+    result = subprocess.run([sys.executable, "-m", "crossent.lab", "--seed", "-1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("crossent report: error: argument --seed: must be an integer from 0 to")

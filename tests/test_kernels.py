@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crossent.kernels as kernels
+from crossent._rules import CrossEntropyOptions
 from crossent.kernels import (
     sigmoid_binary_cross_entropy_fused,
     softmax_cross_entropy_fused,
@@ -27,7 +28,8 @@ def backend(request, monkeypatch):
     """Run a test once with the Numba backend (where it applies) and once with NumPy only."""
     if request.param == "numba":
         pytest.importorskip("numba")
-    monkeypatch.setattr(kernels, "use_numba", request.param == "numba")
+    else:  # backend="auto" then behaves as on an install without Numba
+        monkeypatch.setattr(kernels.api, "_numba_module", lambda: None)
     return request.param
 
 
@@ -264,10 +266,8 @@ def test_numba_and_numpy_backends_agree(monkeypatch):
     rng = np.random.default_rng(8)
     x, labels = random_case(rng, 300, 5000, np.float32)
     kwargs = dict(ignore_index=IGNORE, label_smoothing=0.1, class_weight=rng.uniform(0.5, 2, 5000), reduction="none")
-    monkeypatch.setattr(kernels, "use_numba", True)
-    loss_numba, grad_numba = softmax_cross_entropy_fused(x, labels, **kwargs)
-    monkeypatch.setattr(kernels, "use_numba", False)
-    loss_numpy, grad_numpy = softmax_cross_entropy_fused(x, labels, **kwargs)
+    loss_numba, grad_numba = softmax_cross_entropy_fused(x, labels, backend="numba", **kwargs)
+    loss_numpy, grad_numpy = softmax_cross_entropy_fused(x, labels, backend="numpy", **kwargs)
     np.testing.assert_allclose(loss_numba, loss_numpy, rtol=2e-6, atol=2e-6)
     np.testing.assert_allclose(grad_numba, grad_numpy, atol=2e-9, rtol=1e-5)
 
@@ -275,7 +275,7 @@ def test_numba_and_numpy_backends_agree(monkeypatch):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("targets", ["int", "prob"])
 def test_matches_the_numpy_reference(backend, dtype, targets):
-    reference = pytest.importorskip("crossent._softmax_ce").softmax_ce_2d
+    reference = pytest.importorskip("crossent.losses.softmax_ce").softmax_ce_2d
     rng = np.random.default_rng(9)
     x, labels = random_case(rng, 40, 50, dtype, targets=targets)
     x[rng.random(x.shape) < 0.2] = -np.inf  # masks, including some targets (+inf loss rows)
@@ -289,7 +289,9 @@ def test_matches_the_numpy_reference(backend, dtype, targets):
         kwargs = dict(class_weight=weight if weighted else None, ignore_index=IGNORE if ignore else None,
                       label_smoothing=smoothing, z_loss=z, reduction=reduction)
         loss, grad = softmax_cross_entropy_fused(x, y, **kwargs)
-        ref_loss, ref_grad = reference(x, y, kwargs["class_weight"], kwargs["ignore_index"], smoothing, z, reduction)
+        options = CrossEntropyOptions.check(ignore_index=kwargs["ignore_index"], label_smoothing=smoothing, z_loss=z,
+                                            reduction=reduction)
+        ref_loss, ref_grad = reference(x, y, kwargs["class_weight"], options)
         what = f"{targets} {kwargs}"
         np.testing.assert_array_equal(np.isinf(loss), np.isinf(ref_loss), err_msg=what)
         finite = np.isfinite(ref_loss)
@@ -459,7 +461,7 @@ def test_bce_inplace_and_errors(backend, dtype):
         sigmoid_binary_cross_entropy_fused(x, y[:2])
     with pytest.raises(ValueError, match="`pos_weight` of shape"):
         sigmoid_binary_cross_entropy_fused(x, y, pos_weight=np.ones(5))
-    with pytest.raises(ValueError, match="would enlarge"):
+    with pytest.raises(ValueError, match="without enlarging"):
         sigmoid_binary_cross_entropy_fused(x, y, sample_weight=np.ones((2, 4, 6)))
     with pytest.raises(ValueError, match="`sample_weight` must be non-negative"):
         sigmoid_binary_cross_entropy_fused(x, y, sample_weight=-np.ones(6))
@@ -484,8 +486,53 @@ def test_without_numba_the_numpy_backend_gives_the_same_answer(monkeypatch):
     want_loss, want_grad = kernels.softmax_cross_entropy_fused(x, y, label_smoothing=0.1)
     monkeypatch.setitem(sys.modules, "crossent.kernels.numba_fused", None)  # import raises ImportError
     monkeypatch.delattr(kernels, "numba_fused", raising=False)
-    monkeypatch.setattr(kernels, "use_numba", True)
     loss, grad = kernels.softmax_cross_entropy_fused(x, y, label_smoothing=0.1)
-    assert kernels.use_numba is False  # the fallback was taken and remembered
+    with pytest.raises(ValueError, match="needs the numba package"):
+        kernels.softmax_cross_entropy_fused(x, y, backend="numba")
     np.testing.assert_allclose(loss, want_loss, rtol=2e-5)
     np.testing.assert_allclose(grad, want_grad, atol=2e-6 * np.abs(want_grad).max())
+
+
+class TestRulesDefects:
+    """Regression cases of the issue "One home for the cross-entropy rules" (each failed before its fix)."""
+
+    def test_read_only_float32_logits_run_on_every_backend(self, backend):
+        x = np.frombuffer(np.arange(6, dtype=np.float32).tobytes(), dtype=np.float32).reshape(2, 3)
+        loss, grad = softmax_cross_entropy_fused(x, np.array([0, 2]))
+        assert loss == pytest.approx(1.4076059644443806, rel=1e-6)  # mean of log(1+e+e^2) - 2 and -0
+        y = np.frombuffer(np.ones(6, np.float32).tobytes(), dtype=np.float32)
+        assert sigmoid_binary_cross_entropy_fused(y, y)[0] == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-6)
+        with pytest.raises(ValueError, match="needs a writeable"):
+            softmax_cross_entropy_fused(x, np.array([0, 2]), inplace=True)
+
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_a_masked_target_of_zero_weight_costs_nothing(self, backend, dtype):
+        x = np.array([[-np.inf, 0, 1], [0, 1, 2]], dtype)
+        loss, grad = softmax_cross_entropy_fused(x, np.array([0, 1]), class_weight=[0, 1, 1])
+        assert loss == pytest.approx(np.log1p(np.exp(-1.0) + np.exp(1.0)), rel=1e-6)  # row 2 alone
+        assert np.isfinite(grad).all() and not grad[0].any()
+
+    @pytest.mark.parametrize("dtype, big", [(np.float32, 1e30), (np.float32, 3e38), (np.float64, 1e17),
+                                            (np.float64, 1e300)])
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+    def test_huge_equal_logits_cost_log_2(self, backend, dtype, big, label_smoothing):
+        loss, grad = softmax_cross_entropy_fused(np.array([[big, big]], dtype), np.array([0]),
+                                                 label_smoothing=label_smoothing)
+        assert loss == pytest.approx(np.log(2), rel=1e-7)
+        assert grad.sum() == 0.0 and grad[0, 0] == pytest.approx(-0.5 + label_smoothing / 2)
+
+    @pytest.mark.parametrize("dtype, offset", [(np.float32, 1e5), (np.float32, 1e6), (np.float64, 1e12)])
+    @pytest.mark.parametrize("targets", ["int", "prob"])
+    def test_a_large_common_offset_loses_no_digits(self, backend, dtype, offset, targets):
+        rng = np.random.default_rng(3)
+        x, labels = random_case(rng, 6, 7, dtype, targets=targets, with_ignored=False, spread=1.0)
+        x = (x.astype(np.float64) + offset).astype(dtype)
+        exact = x.astype(np.longdouble)
+        shifted = exact - exact.max(axis=1, keepdims=True)
+        neg_log_p = np.log(np.exp(shifted).sum(axis=1, keepdims=True)) - shifted
+        if targets == "int":
+            expected = neg_log_p[np.arange(6), labels].mean()
+        else:
+            expected = (labels.astype(np.longdouble) * neg_log_p).sum(axis=1).mean()
+        loss, _ = softmax_cross_entropy_fused(x, labels)
+        assert abs(float((loss - expected) / expected)) <= (1e-6 if dtype == np.float32 else 1e-12)

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,9 +14,9 @@ pytest.importorskip("sklearn")
 
 from crossent import losses  # noqa: E402
 from crossent.lab import report  # noqa: E402
-from crossent.lab._common import Context, tidy  # noqa: E402
+from crossent.lab._common import Context, section, tidy  # noqa: E402
+from crossent.lab.experiments_network import _spec, train_run  # noqa: E402
 from crossent.lab.experiments_neuron import surface_curvature  # noqa: E402
-from crossent.lab.experiments_network import train_run, _spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +194,8 @@ def test_same_seed_same_results_json_with_and_without_pool(quick_report, tmp_pat
     out, _, _ = quick_report
     parser = report.add_report_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--out", str(tmp_path), "--quick", "--jobs", "2", "--no-progress"])
-    assert report.run_from_args(args) == 0
+    text, data = report.report_command(args)
+    assert text.startswith(f"wrote {tmp_path / 'index.html'} (9 experiments") and data["jobs"] == min(2, report.available_cores())
     assert (tmp_path / "results.json").read_bytes() == (out / "results.json").read_bytes()
 
 
@@ -217,17 +219,145 @@ def test_html_escapes_text():
     assert "&lt;x&gt;" in page and "&lt;1&gt;" in page
 
 
-@pytest.mark.parametrize("argv", [["--jobs", "0"], ["--seed", "-1"], ["--jobs", "two"]])
+@pytest.mark.parametrize("argv", [["--jobs", "0"], ["--jobs", "-3"], ["--seed", "-1"], ["--seed", str(2**32)], ["--jobs", "two"]])
 def test_bad_command_line_values(argv, capsys):
     parser = report.add_report_arguments(argparse.ArgumentParser())
     with pytest.raises(SystemExit):
         parser.parse_args(argv)
 
 
-@pytest.mark.parametrize("kwargs, name", [({"jobs": 0}, "jobs"), ({"seed": -2}, "seed"), ({"seed": 1.5}, "seed")])
+@pytest.mark.parametrize("kwargs, name", [({"jobs": 0}, "jobs"), ({"seed": -2}, "seed"), ({"seed": 1.5}, "seed"),
+                                          ({"seed": 2**32}, "seed")])
 def test_run_report_validates(kwargs, name, tmp_path):
     with pytest.raises(ValueError, match=f"`{name}`"):
         report.run_report(tmp_path, **kwargs)
+
+
+# ------------------------------------------------------------------ the output folder (a one-experiment stand-in report)
+
+
+def _figure_experiment(ctx):
+    (ctx.out_dir / "fig.png").write_bytes(b"new figure")
+    return section("stand_in", "Stand-in", figures=["fig.png"], text="t", tables=[], numbers={"x": 1.0}, headline="h")
+
+
+def _failing_experiment(ctx):
+    (ctx.out_dir / "half.png").write_bytes(b"half")
+    raise RuntimeError("experiment failed")
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """Make run_report run the given experiments instead of the nine (milliseconds, not seconds)."""
+    def use(*functions):
+        monkeypatch.setattr(report, "experiments", lambda: list(functions))
+    use(_figure_experiment)
+    return use
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_new_folder_and_missing_parents_are_created(stand_in, tmp_path):
+    out = tmp_path / "a" / "b" / "report"
+    results, meta = report.run_report(out, progress=False)
+    assert set(_tree(out)) == {"fig.png", "index.html", "meta.json", "results.json"}
+    assert report.is_report_folder(out) and sorted(p.name for p in tmp_path.rglob("*")) == sorted(["a", "b", "report", *_tree(out)])
+
+
+def test_previous_report_is_replaced_whole(stand_in, tmp_path):
+    out = tmp_path / "r"
+    report.run_report(out, progress=False)
+    (out / "old_figure.png").write_bytes(b"from an older version")
+    report.run_report(out, progress=False, seed=7)
+    assert set(_tree(out)) == {"fig.png", "index.html", "meta.json", "results.json"}
+    assert json.loads((out / "meta.json").read_text())["seed"] == 7 and [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_a_folder_of_other_files_is_refused_unless_force(stand_in, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "index.html").write_text("my page")
+    (out / "meta.json").write_text('{"versions": {"other": "1"}}')
+    with pytest.raises(report.ReportPathError, match=r"`out` '.*mine' is a folder of other files.*force=True"):
+        report.run_report(out, progress=False)
+    assert _tree(out) == {"index.html": b"my page", "meta.json": b'{"versions": {"other": "1"}}'}
+    report.run_report(out, progress=False, force=True)
+    assert set(_tree(out)) == {"fig.png", "index.html", "meta.json", "results.json"}
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+def test_an_empty_folder_takes_the_report(stand_in, tmp_path):
+    report.run_report(tmp_path, progress=False)
+    assert report.is_report_folder(tmp_path)
+
+
+def test_a_failed_run_leaves_the_previous_report_and_no_partial_one(stand_in, tmp_path):
+    out = tmp_path / "r"
+    report.run_report(out, progress=False)
+    before = _tree(out)
+    stand_in(_figure_experiment, _failing_experiment)
+    with pytest.raises(RuntimeError, match="experiment failed"):
+        report.run_report(out, progress=False, jobs=2)
+    assert _tree(out) == before and [p.name for p in tmp_path.iterdir()] == ["r"]
+
+
+def test_a_failed_run_removes_the_parents_it_made(stand_in, tmp_path):
+    (tmp_path / "kept").mkdir()
+    stand_in(_failing_experiment)
+    with pytest.raises(RuntimeError):
+        report.run_report(tmp_path / "kept" / "new" / "r", progress=False)
+    assert [p.name for p in tmp_path.rglob("*")] == ["kept"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("file", r"`out` must be a folder, but '.*file' is a file\."),
+    ("file/sub", r"`out` '.*file/sub' lies inside '.*file', which is a file, not a folder\."),
+    (".", r"`out` '\.' is or contains the current folder"),
+    ("..", r"`out` '\.\.' is or contains the current folder"),
+    ("x" * 300, r"cannot be used: File name too long|longer than the \d+ bytes"),
+])
+def test_bad_output_paths_are_refused_before_anything_runs(stand_in, tmp_path, monkeypatch, where, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("a file")
+    stand_in(_failing_experiment)  # never reached
+    with pytest.raises(report.ReportPathError, match=message):
+        report.run_report(where, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_an_unwritable_place_is_refused(stand_in, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: make the folder creation fail instead
+        real_mkdir = Path.mkdir
+        def mkdir(self, *args, **kwargs):
+            if locked in self.parents:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    else:
+        locked.chmod(0o555)
+    try:
+        with pytest.raises(report.ReportPathError, match=r"`out` '.*locked/a/r' cannot be written: .*ermission"):
+            report.run_report(locked / "a" / "r", progress=False)
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_is_report_folder_needs_a_meta_json_written_by_crossent(tmp_path):
+    assert not report.is_report_folder(tmp_path)
+    for text, expected in (("not json", False), ('["versions"]', False), ('{"versions": {"numpy": "2"}}', False),
+                           ('{"date": "d", "versions": {"crossent": "0.1.0"}}', True)):
+        (tmp_path / "meta.json").write_text(text)
+        assert report.is_report_folder(tmp_path) is expected
+
+
+def test_jobs_beyond_the_cores_are_capped(stand_in, tmp_path):
+    _, meta = report.run_report(tmp_path / "r", progress=False, jobs=10**6)
+    assert meta["jobs"] == report.available_cores()
 
 
 def test_screenshot(quick_report, tmp_path):

@@ -567,10 +567,11 @@ class TestSoftmaxCrossEntropy:
         logits = values.astype(dtype)
         with no_warnings():
             loss, grad = losses.softmax_cross_entropy_with_grad(logits, labels, reduction="none")
-        # Exact reference: shift by the row maximum, sum the exponentials in float64.
+        # Exact reference: shift by the row maximum, sum the exponentials in float64, and
+        # subtract the target in that frame (lse - x_y would cancel at |x| = 1e4).
         top = values.max(axis=1)
-        lse = top + np.log(np.exp(values - top[:, None]).sum(axis=1))
-        expected = lse - values[np.arange(3), labels]
+        log_sum = np.log(np.exp(values - top[:, None]).sum(axis=1))
+        expected = log_sum - (values[np.arange(3), labels] - top)
         assert np.isfinite(loss).all() and np.isfinite(grad).all()
         assert_allclose(loss, expected.astype(dtype), rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-30)
         assert_array_equal(grad[np.isinf(values)], 0.0)
@@ -673,8 +674,10 @@ class TestSoftmaxCrossEntropy:
             f(x, np.array([0, 1]), axis=1.0)
         with pytest.raises(TypeError, match="`ignore_index` must be an integer or None"):
             f(x, np.array([0, 1]), ignore_index=1.5)
-        with pytest.raises(ValueError, match="`ignore_index` applies to integer labels only"):
-            f(x, np.eye(3)[:2], ignore_index=-100)
+        with pytest.raises(ValueError, match="`ignore_index`=0 applies to integer labels only"):
+            f(x, np.eye(3)[:2], ignore_index=0)
+        with pytest.raises(TypeError, match="`ignore_index` must be an integer or None, got True"):
+            f(x, np.array([0, 1]), ignore_index=True)
         with pytest.raises(ValueError, match="`logits` must have a class axis"):
             f(1.0, 0)
         with pytest.raises(ValueError, match="at least one class"):
@@ -905,3 +908,20 @@ class TestBfloat16:
     def test_structured_dtypes_are_still_refused(self):
         with pytest.raises(TypeError, match="`logits` must be a real numeric array"):
             losses.softmax_cross_entropy(np.zeros((2, 3), dtype=[("a", "<f2")]), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("f", [losses.softmax, losses.log_softmax])
+def test_softmax_of_nothing_is_a_clear_error(f):
+    # Before: NumPy's "zero-size array to reduction operation maximum which has no identity".
+    with pytest.raises(ValueError, match=r"`z` has no classes along axis 0 \(shape \(0,\)\)"):
+        f([])
+    assert f(np.zeros((0, 3))).shape == (0, 3)  # no rows is fine
+
+
+def test_ignore_index_true_is_a_type_error_everywhere():
+    from crossent.kernels import softmax_cross_entropy_fused
+
+    x = np.zeros((2, 3))
+    for f in (losses.softmax_cross_entropy, softmax_cross_entropy_fused):
+        with pytest.raises(TypeError, match="`ignore_index` must be an integer or None, got True"):
+            f(x, np.array([0, 1]), ignore_index=True)

@@ -3,6 +3,9 @@ identities as hypothesis properties, and every documented error."""
 
 import math
 import warnings
+from collections import Counter
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,6 +17,12 @@ from scipy.spatial.distance import jensenshannon
 from sklearn.metrics import mutual_info_score
 
 from crossent import measures as m
+
+try:
+    import ml_dtypes
+except ImportError:  # a dev extra; only the tests that need it are skipped
+    ml_dtypes = None
+needs_ml_dtypes = pytest.mark.skipif(ml_dtypes is None, reason="ml_dtypes is not installed")
 
 LN2 = math.log(2)
 P4 = [1 / 2, 1 / 4, 1 / 8, 1 / 8]
@@ -471,3 +480,315 @@ class TestJointDistribution:
     def test_rejects_nan_samples(self):
         with pytest.raises(ValueError, match=r"`x` contains NaN \(first at index 1\)"):
             m.joint_distribution([1.0, np.nan], [0, 1])
+
+
+# ------------------------------------------------- dtypes, bases and extremes
+#
+# Plain float64 formulas, applied to the exactly converted values, are the
+# references below.  Conditional entropy and MI are written through the
+# identities H(Y|X) = H(X,Y) - H(X) and I = H(X) + H(Y) - H(X,Y), which hold
+# term by term, so they also check the measures' own formulas.
+
+EXTENSION_FLOATS = ["bfloat16", "float8_e4m3fn", "float8_e5m2"]
+FLOAT_DTYPES = [np.float16, np.float32, np.float64, np.longdouble] + (["bfloat16"] if ml_dtypes else [])
+BASES = [None, 2, np.uint8(2), np.int8(3), np.float16(10), np.float32(10), np.longdouble(2), Fraction(2), math.e]
+
+
+def dtype_of(name):
+    return np.dtype(getattr(ml_dtypes, name) if isinstance(name, str) else name)
+
+
+def result_dtype(*dtypes):
+    """float64 for float64/longdouble input, else float32 (float16, bfloat16, float8_*)."""
+    return np.float64 if any(np.dtype(d) in (np.dtype(np.float64), np.dtype(np.longdouble)) for d in dtypes) else np.float32
+
+
+def exact(x):
+    """`x` as float64, through float32 for the extension floats (both conversions exact)."""
+    x = np.asarray(x)
+    return x.astype(np.float32 if x.dtype.kind == "V" or x.dtype.itemsize == 1 else x.dtype).astype(np.float64)
+
+
+def entr_sum(x, axis=-1):
+    return special.entr(x).sum(axis=axis)
+
+
+def plain_js(p, q):
+    total = p + q
+
+    def term(x):  # x log(2x / (p + q)), the form that cannot lose a subnormal
+        return special.xlogy(x, np.divide(2 * x, total, out=np.ones_like(total), where=total > 0))
+
+    return 0.5 * (term(p) + term(q)).sum(-1)
+
+
+PLAIN = {
+    m.entropy: entr_sum,
+    m.cross_entropy: lambda p, q: -special.xlogy(p, q).sum(-1),
+    m.kl_divergence: lambda p, q: np.maximum(special.rel_entr(p, q).sum(-1), 0),
+    m.js_divergence: lambda p, q: np.maximum(plain_js(p, q), 0),
+    m.joint_entropy: lambda t: entr_sum(t, None),
+    m.conditional_entropy: lambda t: max(entr_sum(t, None) - entr_sum(t.sum(1)), 0),
+    m.mutual_information: lambda t: max(entr_sum(t.sum(1)) + entr_sum(t.sum(0)) - entr_sum(t, None), 0),
+}
+P3, Q3, TABLE = [0.1, 0.2, 0.7], [0.3, 0.3, 0.4], [[0.1, 0.2], [0.3, 0.4]]
+MEASURE_ARGS = [(m.entropy, (P3,)), (m.cross_entropy, (P3, Q3)), (m.kl_divergence, (P3, Q3)),
+                (m.js_divergence, (P3, Q3)), (m.joint_entropy, (TABLE,)), (m.conditional_entropy, (TABLE,)),
+                (m.mutual_information, (TABLE,))]
+NORMALIZING = [f for f, _ in MEASURE_ARGS]
+ids = [f.__name__ for f, _ in MEASURE_ARGS]
+
+
+def tolerance(dtype):
+    return {"rtol": 1e-12, "atol": 0} if dtype == np.float64 else {"rtol": 1e-6, "atol": 0}
+
+
+def normalized(counts):
+    """The exact quotients, rounded once to float64."""
+    c = exact(counts) / exact(counts).max()
+    return c / c.sum()
+
+
+class TestNormalizeHugeCounts:
+    """``normalize=True`` used to sum first: 1e308 + 1e308 = inf, and the measures returned 0.0."""
+
+    @pytest.mark.parametrize("dtype, huge", [(np.float64, 1e308), (np.longdouble, 1e308), (np.float32, 3e38),
+                                             (np.float16, 6e4), pytest.param("bfloat16", 3e38, marks=needs_ml_dtypes)])
+    @pytest.mark.parametrize("f, args", MEASURE_ARGS, ids=ids)
+    def test_result_is_exact_for_counts_near_the_largest_float(self, f, args, dtype, huge):
+        # 5 : 3 : 1 makes quotients that float16 cannot hold: normalised float16
+        # counts used to be rounded back to float16 (error 1e-4).
+        patterns = [np.array([[5, 3], [1, 0]]), None] if f in TABLE_FUNCTIONS else [np.array([5, 3, 1]), np.array([1, 3, 5])]
+        counts = [(pattern * (huge / 5)).astype(dtype_of(dtype)) for pattern in patterns[:len(args)]]
+        got = f(*counts, normalize=True)
+        out = result_dtype(dtype_of(dtype))
+        assert got.dtype == out
+        # the measure of the exact quotients, each rounded once to the compute dtype
+        expected = f(*(normalized(c).astype(out) for c in counts))
+        np.testing.assert_allclose(got, expected, **tolerance(out))
+
+    @pytest.mark.parametrize("f", NORMALIZING)
+    def test_subnormal_counts_normalise_exactly(self, f):
+        counts = np.array([1.0, 2.0, 1.0, 0.0])
+        args = (counts, counts[::-1]) if f in PAIR_FUNCTIONS else (counts.reshape(2, 2),) if f in TABLE_FUNCTIONS else (counts,)
+        # 5e-324 is 2**-1074, so the subnormal counts are exactly 5e-324 times the small ones
+        assert f(*(a * 5e-324 for a in args), normalize=True) == f(*args, normalize=True)
+
+
+class TestBaseAsAnyRealNumber:
+    """A NumPy scalar base used to give log(base) in its own precision: ``base=np.uint8(2)`` gave 0.9997 bits."""
+
+    @pytest.mark.parametrize("base", BASES[2:], ids=repr)
+    @pytest.mark.parametrize("f, args", MEASURE_ARGS + [(m.self_information, (P3,))], ids=ids + ["self_information"])
+    def test_result_is_nats_over_float64_log_of_base(self, f, args, base):
+        np.testing.assert_allclose(f(*args, base=base), f(*args) / math.log(float(base)), rtol=1e-15)
+
+    @pytest.mark.parametrize("base", [Decimal(2), "2", True, 2j], ids=repr)
+    @pytest.mark.parametrize("f, args", MEASURE_ARGS, ids=ids)
+    def test_non_real_base_is_a_type_error_naming_base(self, f, args, base):
+        with pytest.raises(TypeError, match=r"`base` must be a positive number or None, got "):
+            f(*args, base=base)
+
+
+@needs_ml_dtypes
+class TestExtensionFloats:
+    """bfloat16/float8 input used to be judged by float32's sum tolerance, so bfloat16 (0.1, 0.2, 0.7),
+    which sums to 0.99951, was refused."""
+
+    @pytest.mark.parametrize("name", EXTENSION_FLOATS)
+    @pytest.mark.parametrize("f, args", MEASURE_ARGS, ids=ids)
+    def test_result_is_the_float32_computation_on_the_same_values(self, f, args, name):
+        arrays = [np.array(a, dtype=dtype_of(name)) for a in args]
+        got = f(*arrays)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, PLAIN[f](*(exact(a) for a in arrays)), rtol=2e-6, atol=1e-7)
+
+    @pytest.mark.parametrize("name", EXTENSION_FLOATS)
+    @pytest.mark.parametrize("f", PAIR_FUNCTIONS)
+    def test_batch_and_mixed_dtypes(self, f, name):
+        p = np.array([P3, [0.25, 0.25, 0.5]], dtype=dtype_of(name))
+        got = f(p, np.array(Q3))  # float64 q: a float64 result
+        assert got.dtype == np.float64 and got.shape == (2,)
+        np.testing.assert_allclose(got, PLAIN[f](exact(p), np.array(Q3)), rtol=1e-12)
+
+    @pytest.mark.parametrize("name", EXTENSION_FLOATS)
+    def test_counts_and_self_information(self, name):
+        counts = np.array([1, 3, 4], dtype=dtype_of(name))
+        assert m.entropy(counts, normalize=True) == pytest.approx(entr_sum(np.array([1, 3, 4]) / 8), rel=1e-6)
+        info = m.self_information(np.array([0.5, 0.25], dtype=dtype_of(name)), base=2)
+        assert info.dtype == np.float32 and info.tolist() == [1.0, 2.0]
+
+
+class TestLongDouble:
+    """longdouble input used to be computed in float32 (compute_dtype knew only float64)."""
+
+    @pytest.mark.parametrize("f, args", MEASURE_ARGS + [(m.self_information, (P3,))], ids=ids + ["self_information"])
+    def test_is_computed_and_returned_in_float64(self, f, args):
+        got = f(*(np.array(a, dtype=np.longdouble) for a in args))
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, f(*args))
+
+
+class TestJointDistributionErrors:
+    """Each bad sample gives one line naming `x` or `y` and showing the value (issue "The house")."""
+
+    @pytest.mark.parametrize("x, y, error, message", [
+        ([1, None], ["a", "b"], TypeError, r"`x` contains None at index 1"),
+        (["a", "b"], [None, 2], TypeError, r"`y` contains None at index 0"),
+        ([1, "1"], [0, 1], TypeError, r"`x` mixes str samples with 1 \(int\) at index 0"),
+        ([{}, {"a": 1}], [0, 1], TypeError, r"`x` must hold hashable values, got \{\} \(dict\) at index 0"),
+        (np.array([1, "a"], dtype=object), [0, 1], TypeError, r"`x` mixes values that cannot be compared: 1 \(int\) and 'a'"),
+        ([[1], {}], [0, 1], ValueError, r"`x` must be a non-empty 1-D sequence of samples, got \[\[1\], \{\}\]"),
+        (5, [0], ValueError, r"`x` must be a non-empty 1-D sequence of samples, got 5"),
+        ([], [], ValueError, r"`x` must be a non-empty 1-D sequence of samples, got shape \(0,\)"),
+        ([1, 2, 3], [1, 2], ValueError, r"same length, got 3 and 2"),
+        (np.array([1.0, np.nan], dtype=object), [0, 1], ValueError, r"`x` contains NaN \(first at index 1\)"),
+        (np.array(["2020-01-01", "NaT"], dtype="datetime64[D]"), [0, 1], ValueError, r"`x` contains NaT \(first at index 1\)"),
+    ])
+    def test_bad_samples(self, x, y, error, message):
+        with pytest.raises(error, match=message) as info:
+            m.joint_distribution(x, y)
+        assert "\n" not in str(info.value)
+
+    def test_object_samples_of_one_kind_are_counted(self):
+        table, xs, ys = m.joint_distribution([Fraction(1, 2), 2, Fraction(1, 2)], ["u", "u", "v"])
+        assert xs.tolist() == [Fraction(1, 2), 2] and ys.tolist() == ["u", "v"]
+        np.testing.assert_array_equal(table, np.array([[1, 1], [1, 0]]) / 3)
+
+
+# ------------------------------------------------------------ probes
+#
+# Hypothesis and table-driven probes over every public function, with the
+# inputs that break numerics: subnormals, counts near the largest float, zeros,
+# one outcome, many outcomes, every float dtype, NumPy scalar bases, batches.
+
+EXTREME_CASES = {
+    "one outcome": np.array([1.0]),
+    "zeros": np.array([0.0, 1.0, 0.0]),
+    "float64 subnormal": np.array([1.0, 5e-324]),
+    "float32 subnormal": np.array([1.0, 1e-45], dtype=np.float32),
+    "float16 subnormal": np.array([1.0, 6e-8], dtype=np.float16),
+    "many outcomes": np.full(100_000, 1e-5),
+    "many float16 outcomes": np.full(4096, 2.0 ** -12, dtype=np.float16),
+}
+
+
+@pytest.mark.parametrize("name", EXTREME_CASES)
+def test_probe_extreme_distributions_through_every_measure(name):
+    p = EXTREME_CASES[name]
+    uniform = np.full(p.shape, 1 / p.size, dtype=p.dtype)
+    out = result_dtype(p.dtype)
+    results = [m.entropy(p), m.self_information(p), m.joint_entropy(p[None]), m.joint_entropy(p[:, None]),
+               m.conditional_entropy(p[None]), m.conditional_entropy(p[:, None]), m.mutual_information(p[None])]
+    results += [f(a, b) for f in PAIR_FUNCTIONS for a, b in ((p, p), (p, uniform), (uniform, p))]
+    for value in results:
+        assert value.dtype == out and not np.isnan(value).any() and (value >= 0).all()
+    assert m.entropy(p) <= math.log(p.size) * (1 + 1e-6) + 1e-12
+    assert m.kl_divergence(p, p) == 0.0 and m.js_divergence(p, p) == 0.0
+    assert m.entropy(p * 1e300 if p.dtype == np.float64 else p, normalize=True) == pytest.approx(m.entropy(p), rel=1e-6, abs=1e-7)
+
+
+def finfo(dtype):
+    return ml_dtypes.finfo(dtype) if dtype.kind == "V" else np.finfo(dtype)
+
+
+@st.composite
+def extreme_counts(draw, n, dtype):
+    """Non-negative counts in `dtype`: zeros, subnormals, ordinary values and values near its largest."""
+    info = finfo(dtype)
+    largest = min(float(info.max), 1.7e308)
+    scale = draw(st.sampled_from([1.0, float(info.smallest_subnormal), float(info.tiny), largest / n, largest]))
+    weights = draw(hnp.arrays(np.float64, n, elements=st.one_of(st.sampled_from([0.0, 1.0, 1e-3]), st.floats(0, 1))))
+    counts = np.minimum(weights * scale, largest).astype(dtype)
+    if not (counts > 0).any():
+        counts[0] = 1
+    return counts
+
+
+def probe_tolerance(*dtypes):
+    return {"rtol": 1e-9, "atol": 1e-13} if result_dtype(*dtypes) == np.float64 else {"rtol": 2e-5, "atol": 1e-6}
+
+
+class TestProbes:
+    @given(st.data())
+    def test_normalized_counts_every_dtype_and_base(self, data):
+        dp, dq = (dtype_of(data.draw(st.sampled_from(FLOAT_DTYPES))) for _ in range(2))
+        n = data.draw(st.sampled_from([1, 2, 3, 4, 6, 64]))
+        p, q = data.draw(extreme_counts(n, dp)), data.draw(extreme_counts(n, dq))
+        base = data.draw(st.sampled_from(BASES))
+        unit = 1.0 if base is None else math.log(float(base))
+        h = m.entropy(p, normalize=True, base=base)
+        ce, kl, js = (f(p, q, normalize=True, base=base) for f in PAIR_FUNCTIONS)
+        assert h.dtype == result_dtype(dp) and {ce.dtype, kl.dtype, js.dtype} == {np.dtype(result_dtype(dp, dq))}
+        assert not any(np.isnan(v) for v in (h, ce, kl, js))
+        tol = probe_tolerance(dp)  # the loosest of h's and the pair's
+        assert h == pytest.approx(entr_sum(normalized(p).astype(result_dtype(dp))) / unit, rel=tol["rtol"], abs=tol["atol"])
+        assert 0 <= h <= math.log(n) / unit * (1 + 1e-6) + 1e-6
+        assert kl >= 0 and 0 <= js <= LN2 / unit * (1 + 1e-6)
+        if np.isinf(kl):
+            assert np.isinf(ce)
+        else:
+            assert ce == pytest.approx(h + kl, rel=10 * tol["rtol"], abs=tol["atol"])
+        if n % 2 == 0:
+            table = p.reshape(2, n // 2)
+            hxy, hc, mi = (f(table, normalize=True, base=base) for f in TABLE_FUNCTIONS)
+            exact_table = normalized(table).astype(result_dtype(dp)).astype(np.float64)
+            h_x, h_y = entr_sum(exact_table.sum(1)) / unit, entr_sum(exact_table.sum(0)) / unit
+            assert hc >= 0 and mi >= 0 and {hxy.dtype, hc.dtype, mi.dtype} == {np.dtype(result_dtype(dp))}
+            assert mi == pytest.approx(h_x + h_y - hxy, abs=10 * tol["atol"] + 1e-12)
+            assert hc == pytest.approx(hxy - h_x, abs=10 * tol["atol"] + 1e-12)
+            assert mi <= min(h_x, h_y) + 10 * tol["atol"] + 1e-12
+
+    @given(st.data())
+    def test_distributions_every_dtype_batch_and_axis(self, data):
+        dp, dq = (dtype_of(data.draw(st.sampled_from(FLOAT_DTYPES))) for _ in range(2))
+        n = data.draw(st.sampled_from([1, 2, 3, 7, 300]))
+        batch = data.draw(st.sampled_from([(), (2,), (0,), (3, 1)]))
+        elements = st.one_of(st.sampled_from([0.0, 5e-324, 1e-45, 1e-310]), st.floats(0, 1))
+        weights = data.draw(hnp.arrays(np.float64, batch + (n,), elements=elements))
+        weights[..., 0] += weights.sum(-1) == 0
+        p = (weights / weights.sum(-1, keepdims=True)).astype(dp)
+        q = data.draw(distributions(n=n)).astype(dq)
+        axis = data.draw(st.sampled_from([-1, 0]))
+        base = data.draw(st.sampled_from(BASES))
+        unit = 1.0 if base is None else math.log(float(base))
+        if exact(p).sum(-1).min(initial=1) < 1 - 0.1:
+            return  # every entry of a row rounded to 0 in float16/bfloat16: rightly refused
+        moved = (lambda x: np.moveaxis(x, -1, 0)) if axis == 0 else (lambda x: x)
+        pe, qe = exact(p).astype(result_dtype(dp)).astype(np.float64), exact(q)
+        h = m.entropy(moved(p), axis=axis, base=base)
+        assert h.dtype == result_dtype(dp) and h.shape == batch
+        np.testing.assert_allclose(h, entr_sum(pe) / unit, **probe_tolerance(dp))
+        info = m.self_information(p, base=base)
+        assert info.dtype == result_dtype(dp) and info.shape == p.shape and not np.isnan(info).any()
+        pe, qe = exact(p).astype(result_dtype(dp, dq)).astype(np.float64), exact(q).astype(result_dtype(dp, dq))
+        q_moved = moved(q.reshape((1,) * len(batch) + (n,)))
+        for f in PAIR_FUNCTIONS:
+            got = f(moved(p), q_moved, axis=axis, base=base)
+            assert got.dtype == result_dtype(dp, dq) and got.shape == batch and not np.isnan(got).any()
+            np.testing.assert_allclose(got, PLAIN[f](pe, qe.astype(np.float64)) / unit, **probe_tolerance(dp, dq))
+
+    @given(joint_tables(), st.sampled_from(FLOAT_DTYPES), st.sampled_from(BASES))
+    def test_joint_tables_every_dtype(self, table, name, base):
+        dtype = dtype_of(name)
+        table = table.astype(dtype)
+        unit = 1.0 if base is None else math.log(float(base))
+        te = exact(table).astype(result_dtype(dtype)).astype(np.float64)
+        if abs(te.sum() - 1) > 0.05:
+            return  # cells rounded to 0 in a low-precision dtype
+        for f in TABLE_FUNCTIONS:
+            got = f(table, base=base)
+            assert got.dtype == result_dtype(dtype) and not np.isnan(got) and got >= 0
+            np.testing.assert_allclose(got, PLAIN[f](te) / unit, **probe_tolerance(dtype))
+
+    @given(st.one_of(st.lists(st.integers(-3, 3), min_size=1, max_size=30),
+                     st.lists(st.sampled_from(["a", "b", "ab", ""]), min_size=1, max_size=30)), st.data())
+    def test_joint_distribution_counts_pairs(self, xs, data):
+        ys = data.draw(st.lists(st.sampled_from([0.5, 1.0, -2.0]), min_size=len(xs), max_size=len(xs)))
+        table, x_values, y_values = m.joint_distribution(xs, ys)
+        assert x_values.tolist() == sorted(set(xs)) and y_values.tolist() == sorted(set(ys))
+        expected = Counter(zip(xs, ys))
+        for i, a in enumerate(x_values.tolist()):
+            for j, b in enumerate(y_values.tolist()):
+                assert table[i, j] == expected[(a, b)] / len(xs)
+        assert m.mutual_information(table) >= 0

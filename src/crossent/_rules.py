@@ -184,6 +184,39 @@ def check_class_weight(class_weight, num_classes: int, name: str = "class_weight
     return check_weights(class_weight, name, (num_classes,)).astype(np.float64, copy=False)
 
 
+def times(a, b) -> np.ndarray:
+    """``a * b`` where a zero in `a` gives 0 even against an infinite `b` (the 0·∞ = 0 rule).
+
+    A zero weight (or a zero target probability) means "no contribution",
+    so ``0 * inf`` is taken as 0 instead of NaN, without a RuntimeWarning.
+
+    Examples:
+        >>> times(np.array([0.0, 2.0]), np.array([np.inf, 3.0]))
+        array([0., 6.])
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    out = np.zeros(np.broadcast_shapes(a.shape, b.shape), dtype=np.result_type(a, b))
+    np.multiply(a, b, out=out, where=a != 0)
+    return out
+
+
+def safe_log(x, at_zero=-np.inf) -> np.ndarray:
+    """``log x`` for ``x >= 0``, with `at_zero` where ``x == 0`` and no divide-by-zero warning.
+
+    The one "safe log" of the package: ``log 0 = -inf`` by default; callers
+    that multiply by a zero mass afterwards pass ``at_zero=0`` (0·log 0 = 0).
+
+    Examples:
+        >>> safe_log(np.array([1.0, 0.0])), safe_log(np.array([0.0]), at_zero=0.0)
+        (array([  0., -inf]), array([0.]))
+    """
+    x = np.asarray(x)
+    out = np.full(x.shape, at_zero, dtype=np.result_type(x.dtype, np.float32))
+    np.log(x, out=out, where=x > 0)
+    return out
+
+
 def mean_scale(denominator: float) -> float:
     """What a summed loss (and its gradient) is multiplied by for ``"mean"``: ``1/denominator``, or 0.
 

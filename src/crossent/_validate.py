@@ -8,33 +8,54 @@ imports anything else from the package.
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 import operator
 
 import numpy as np
+
 
 def show(value, limit: int = 6) -> str:
     """Short repr of `value` for error messages (arrays are truncated)."""
     if isinstance(value, np.ndarray) and value.size > limit:
         flat = ", ".join(np.array2string(v, precision=6) for v in value.ravel()[:limit])
         return f"array([{flat}, ...], shape={value.shape})"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:76] + " ..."
 
 
 def check_base(base) -> float | None:
-    """Return ``log(base)`` (``None`` for nats) after checking that `base` > 0 and != 1."""
+    """Return ``log(base)`` as a Python float (``None`` for nats) after checking that `base` > 0 and != 1.
+
+    `base` may be any real number: int, float, `fractions.Fraction`, or a NumPy
+    scalar of any precision.
+    """
     if base is None:
         return None
-    if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise TypeError(f"`base` must be a positive number or None, got {base!r}.")
-    if not np.isfinite(base) or base <= 0 or base == 1:
+    if isinstance(base, (bool, np.bool_)) or not isinstance(base, numbers.Real):
+        raise TypeError(f"`base` must be a positive number or None, got {base!r} ({type(base).__name__}).")
+    # A Python number first: np.log(np.float16(10)) is computed in float16, and
+    # arithmetic on np.uint8 wraps around.  math.log of an int is exact for any size.
+    try:
+        value = int(base) if isinstance(base, numbers.Integral) else float(base)
+    except OverflowError:  # Fraction(10**400)
+        value = math.inf
+    if (isinstance(value, float) and not math.isfinite(value)) or value <= 0 or value == 1:
         raise ValueError(f"`base` must be a positive finite number other than 1, got {base!r}.")
-    return float(np.log(base))
+    return math.log(value)
 
 
 def to_base(value, log_base: float | None):
-    """Convert a result in nats to the unit given by ``log_base``."""
-    return value if log_base is None else value / log_base
+    """Convert a result in nats to the unit given by ``log_base``.
+
+    The division is done in float64 and rounded once to the result's dtype,
+    so a float32 result is within half an ulp of the exact quotient.
+    """
+    if log_base is None:
+        return value
+    value = np.asarray(value)
+    return (value.astype(np.result_type(value.dtype, np.float64), copy=False) / log_base).astype(value.dtype, copy=False)
 
 
 def check_axis(axis, ndim: int, name: str = "axis") -> int:
@@ -51,39 +72,56 @@ def check_axis(axis, ndim: int, name: str = "axis") -> int:
 _NATIVE_FLOATS = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.longdouble))
 
 
-def _is_extension_float(dtype: np.dtype) -> bool:
-    """A float type of at most 16 bits that NumPy does not implement itself (bfloat16, float8_*)."""
-    return (dtype.kind in "fV" and dtype not in _NATIVE_FLOATS and dtype.fields is None
-            and dtype.itemsize <= 2 and np.can_cast(dtype, np.float32, "same_kind"))
+@functools.cache
+def _extension_kind(dtype: np.dtype) -> str:
+    """"f" for a float type of at most 16 bits that NumPy does not implement itself (ml_dtypes'
+    bfloat16, float8/6/4 formats), "i" for such an integer type (int4, int2), "" otherwise."""
+    if (dtype.kind not in "fV" or dtype in _NATIVE_FLOATS or dtype.fields is not None or dtype.itemsize > 2
+            or not np.can_cast(dtype, np.float32, "same_kind")):
+        return ""
+    return "f" if float(np.asarray(0.5).astype(dtype).astype(np.float32)) == 0.5 else "i"
+
+
+def _asarray(x, name: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError):  # ragged nesting such as [[0.5, 0.5], [1.0]]
+        raise ValueError(f"`{name}` must be a rectangular array of numbers, got {show(x)}.") from None
 
 
 def as_float_array(x, name: str, *, min_dtype=np.float64) -> np.ndarray:
     """`x` as a floating NumPy array.
 
-    Integer and boolean input becomes `min_dtype`; float16 and float32 stay
-    as they are (callers decide their compute dtype).  Low-precision floats
-    that NumPy knows only as extension types (``ml_dtypes.bfloat16`` as used
-    by JAX, the float8 formats) become float32, which holds each of their
-    values exactly.  Complex, object, string and structured input is a
-    `TypeError`.
+    Integer and boolean input (including ml_dtypes' int4/int2) becomes
+    `min_dtype`; float16, float32, float64 and longdouble stay as they are
+    (callers decide their compute dtype).  Low-precision floats that NumPy
+    knows only as extension types (``ml_dtypes.bfloat16`` as used by JAX, the
+    float8 formats) become float32, which holds each of their values exactly.
+    Complex, object, string and structured input is a `TypeError`.
     """
-    arr = np.asarray(x)
-    if arr.dtype.kind in "biu":
+    return _to_float(_asarray(x, name), name, min_dtype)
+
+
+def _to_float(arr: np.ndarray, name: str, min_dtype=np.float64) -> np.ndarray:
+    extension = _extension_kind(arr.dtype)
+    if arr.dtype.kind in "biu" or extension == "i":
         return arr.astype(min_dtype)
-    if _is_extension_float(arr.dtype):
+    if extension == "f":
         return arr.astype(np.float32)
     if arr.dtype.kind != "f":
-        raise TypeError(f"`{name}` must be a real numeric array, got dtype {arr.dtype} ({show(x)}).")
+        raise TypeError(f"`{name}` must be a real numeric array, got dtype {arr.dtype} ({show(arr)}).")
     return arr
 
 
 def compute_dtype(*dtypes) -> np.dtype:
-    """The dtype arithmetic is done in: float64 if any input is, else float32.
+    """The dtype arithmetic is done in: float64 if any input is float64 or wider, else float32.
 
     float16 (and other low-precision) inputs are promoted to float32 so that
-    sums and logs do not lose all their digits.
+    sums and logs do not lose all their digits; longdouble is computed in
+    float64, the widest type SciPy's ``entr``/``xlogy``/``rel_entr`` accept.
     """
-    return np.dtype(np.float64) if any(np.dtype(d) == np.float64 for d in dtypes) else np.dtype(np.float32)
+    wide = any(np.dtype(d) in (np.dtype(np.float64), np.dtype(np.longdouble)) for d in dtypes)
+    return np.dtype(np.float64) if wide else np.dtype(np.float32)
 
 
 def check_not_nan(x: np.ndarray, name: str) -> None:
@@ -102,9 +140,32 @@ def check_finite(x: np.ndarray, name: str) -> None:
         raise ValueError(f"`{name}` must be finite, got {float(x[idx])!r} at index {idx}.")
 
 
+@functools.cache
+def _epsilon(dtype: np.dtype) -> float:
+    """The gap between 1 and the next number of a float dtype, NumPy's own or an extension type."""
+    if dtype in _NATIVE_FLOATS:
+        return float(np.finfo(dtype).eps)
+    # np.finfo does not know bfloat16 or float8_*: find the smallest 2**-k
+    # that 1 + 2**-k survives a round trip through the type.
+    k = 1
+    while k < 64 and float(np.asarray(1 + 2.0 ** -k).astype(dtype).astype(np.float64)) == 1 + 2.0 ** -k:
+        k += 1
+    return 2.0 ** -(k - 1)
+
+
 def sum_tolerance(dtype) -> float:
-    """How far a sum of probabilities may stray from 1 in this dtype."""
-    return max(float(np.sqrt(np.finfo(dtype).eps)), 1e-6)
+    """How far a sum of probabilities may stray from 1 in this dtype: ``max(sqrt(eps), 1e-6)``.
+
+    `dtype` is the type the values were given in, which may be an extension
+    float (bfloat16: 0.088; float8_e4m3fn: 0.35) even when they are computed
+    in float32.
+    """
+    return max(math.sqrt(_epsilon(np.dtype(dtype))), 1e-6)
+
+
+def _tolerance_dtype(given: np.dtype, converted: np.dtype) -> np.dtype:
+    """Floats are judged by their own precision; integers and booleans by their float conversion."""
+    return given if given in _NATIVE_FLOATS or _extension_kind(given) == "f" else converted
 
 
 def check_unit_interval(x: np.ndarray, name: str) -> None:
@@ -117,17 +178,22 @@ def check_unit_interval(x: np.ndarray, name: str) -> None:
 
 
 def check_distribution(p, name: str, axis: int = -1, normalize: bool = False, *,
-                       offer_normalize: bool = True) -> np.ndarray:
+                       offer_normalize: bool = True, tolerance_dtype=None) -> np.ndarray:
     """Validate probabilities along `axis` and return them as a float array.
 
     Without `normalize`, entries must be finite, in [0, 1] and sum to 1 along
-    `axis` within :func:`sum_tolerance`.  With ``normalize=True`` they may be
-    any finite non-negative weights or counts with a positive sum, and are
-    divided by that sum (the explicit opt-in; nothing is normalised silently).
-    `offer_normalize` adds that hint to the error; callers without a
-    ``normalize`` parameter turn it off.
+    `axis` within the :func:`sum_tolerance` of the dtype `p` was given in
+    (bfloat16 input is computed in float32 but judged by bfloat16's
+    precision); `tolerance_dtype` names that dtype when `p` has already been
+    converted.  With ``normalize=True`` entries may be any finite
+    non-negative weights or counts with a positive sum, and are divided by
+    that sum (the explicit opt-in; nothing is normalised silently); the
+    result is then at least float32.  `offer_normalize` adds that hint to the
+    error; callers without a ``normalize`` parameter turn it off.
     """
-    p = as_float_array(p, name)
+    given = _asarray(p, name)
+    p = _to_float(given, name)
+    tol = sum_tolerance(_tolerance_dtype(given.dtype, p.dtype) if tolerance_dtype is None else tolerance_dtype)
     if p.ndim == 0:
         raise ValueError(f"`{name}` must have at least one dimension, got the scalar {show(p)}.")
     axis = check_axis(axis, p.ndim)
@@ -137,22 +203,23 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False, *,
         raise ValueError(f"`{name}` must be non-negative, got {float(p[idx])!r} at index {idx}.")
     if p.shape[axis] == 0:
         raise ValueError(f"`{name}` has no outcomes along axis {axis} (shape {p.shape}).")
-    totals = p.sum(axis=axis, dtype=np.float64, keepdims=True)
     if normalize:
-        if (totals <= 0).any():
+        normalized = normalize_weights(p, axis)
+        if normalized is None:
+            totals = p.max(axis=axis, keepdims=True)
             idx = tuple(int(i) for i in np.argwhere(totals <= 0)[0])
-            where = _at(idx, axis, " at")
-            raise ValueError(f"`{name}`{where} sums to 0 along axis {axis}; cannot normalize.")
-        return (p / totals).astype(p.dtype, copy=False)
-    tol = sum_tolerance(p.dtype)
+            raise ValueError(f"`{name}`{_at(idx, axis, ' at')} sums to 0 along axis {axis}; cannot normalize.")
+        return normalized
     # Entries may exceed 1 by the tolerance the sum has: a marginal of a
-    # one-row joint table can be 1.0000000000000002.
+    # one-row joint table can be 1.0000000000000002.  Checked before summing,
+    # so that huge entries cannot overflow the sum.
     if (p > 1 + tol).any():
         idx = tuple(int(i) for i in np.argwhere(p > 1 + tol)[0])
         raise ValueError(
             f"`{name}` must lie in [0, 1], got {float(p[idx])!r} at index {idx}"
             + ("; pass normalize=True to treat weights or counts as a distribution." if offer_normalize else ".")
         )
+    totals = p.sum(axis=axis, dtype=np.float64, keepdims=True)
     off = np.abs(totals - 1) > tol
     if off.any():
         idx = tuple(int(i) for i in np.argwhere(off)[0])
@@ -162,6 +229,25 @@ def check_distribution(p, name: str, axis: int = -1, normalize: bool = False, *,
             + ("; pass normalize=True to normalise weights or counts." if offer_normalize else ".")
         )
     return p
+
+
+def normalize_weights(w: np.ndarray, axis: int | None) -> np.ndarray | None:
+    """``w / sum(w)`` along `axis` (over all of `w` for None) for finite ``w >= 0``; None if a sum is 0.
+
+    The result is at least float32 (float16 would round every quotient).
+
+    >>> normalize_weights(np.array([1e308, 1e308, 5e307]), -1).tolist()  # the sum overflows float64
+    [0.4, 0.4, 0.2]
+    """
+    work = w.astype(np.result_type(w.dtype, np.float64), copy=False)
+    peak = work.max(axis=axis, keepdims=True)
+    if (peak <= 0).any():
+        return None
+    # Scaling by a power of two is exact, and brings the largest entry into
+    # [1/2, 1): the sum is then at most the number of entries, so counts such
+    # as 1e308 + 1e308 cannot overflow it.  The quotient is rounded once more.
+    scaled = np.ldexp(work, -np.frexp(peak)[1])
+    return (scaled / scaled.sum(axis=axis, keepdims=True)).astype(np.result_type(w.dtype, np.float32), copy=False)
 
 
 def _at(idx: tuple, axis: int, prefix: str) -> str:
@@ -207,3 +293,154 @@ def check_integer_labels(labels, num_classes: int, name: str = "labels", ignore_
         extra = "" if ignore_index is None else f" (or equal to ignore_index={ignore_index})"
         raise ValueError(f"`{name}` must lie in [0, {num_classes}){extra}, got {value}.")
     return labels
+
+
+# ----------------------------------------------- the information measures' inputs
+
+
+def check_flag(value, name: str) -> bool:
+    """A Python or NumPy bool (not 0/1, not a string)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_distribution_pair(p, q, axis: int, normalize) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validate `p` and `q` as distributions along a shared `axis` of their broadcast shape.
+
+    Returns both in their common compute dtype and the axis as an index into
+    the broadcast shape.  Each is judged by the tolerance of its own dtype.
+    """
+    normalize = check_flag(normalize, "normalize")
+    given = {"p": _asarray(p, "p"), "q": _asarray(q, "q")}
+    arrays = {name: _to_float(arr, name) for name, arr in given.items()}
+    for name, arr in arrays.items():
+        if arr.ndim == 0:
+            raise ValueError(f"`{name}` must have at least one dimension, got the scalar {show(arr)}.")
+    shapes = arrays["p"].shape, arrays["q"].shape
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"`p` and `q` must broadcast against each other, got shapes {shapes[0]} and {shapes[1]}.") from None
+    axis = check_axis(axis, len(shape))
+    own_axes = {name: axis - (len(shape) - arr.ndim) for name, arr in arrays.items()}
+    for name, own in own_axes.items():
+        if own < 0:
+            raise ValueError(f"`{name}` with shape {arrays[name].shape} has no outcome axis {axis} "
+                             f"of the broadcast shape {shape}.")
+    n_p, n_q = shapes[0][own_axes["p"]], shapes[1][own_axes["q"]]
+    if n_p != n_q:
+        raise ValueError(f"`p` and `q` must have the same number of outcomes along the axis, got {n_p} and {n_q} "
+                         f"(shapes {shapes[0]} and {shapes[1]}).")
+    dtype = compute_dtype(arrays["p"].dtype, arrays["q"].dtype)
+    checked = []
+    for name, arr in arrays.items():
+        # Widened (exactly) before normalising, so that float16 counts beside
+        # float64 ones are divided and rounded once, in float64.
+        wide = arr if arr.dtype.itemsize >= dtype.itemsize else arr.astype(dtype)
+        tolerance_dtype = _tolerance_dtype(given[name].dtype, arr.dtype)
+        checked.append(check_distribution(wide, name, own_axes[name], normalize,
+                                          tolerance_dtype=tolerance_dtype).astype(dtype, copy=False))
+    return checked[0], checked[1], axis
+
+
+def check_joint_table(pxy, normalize) -> np.ndarray:
+    """A 2-D table of probabilities summing to 1 over all cells (or counts), in its compute dtype."""
+    normalize = check_flag(normalize, "normalize")
+    given = _asarray(pxy, "pxy")
+    table = _to_float(given, "pxy")
+    if table.ndim != 2 or table.size == 0:
+        raise ValueError(f"`pxy` must be a non-empty 2-D table (rows X, columns Y), got shape {table.shape}.")
+    check_finite(table, "pxy")
+    if (table < 0).any():
+        row, col = (int(i) for i in np.argwhere(table < 0)[0])
+        raise ValueError(f"`pxy` must be non-negative, got {float(table[row, col])!r} at row {row}, column {col}.")
+    if normalize:
+        table = normalize_weights(table, None)
+        if table is None:
+            raise ValueError("`pxy` sums to 0; cannot normalize.")
+        return table.astype(compute_dtype(table.dtype), copy=False)
+    tol = sum_tolerance(_tolerance_dtype(given.dtype, table.dtype))
+    too_big = table > 1 + tol  # a cell may exceed 1 by rounding, as the sum may; checked before summing
+    if too_big.any():
+        row, col = (int(i) for i in np.argwhere(too_big)[0])
+        raise ValueError(
+            f"`pxy` must lie in [0, 1], got {float(table[row, col])!r} at row {row}, column {col}; "
+            "pass normalize=True to treat counts as a distribution."
+        )
+    total = float(table.sum(dtype=np.float64))
+    if abs(total - 1) > tol:
+        raise ValueError(
+            f"`pxy` must sum to 1 over all cells, got {total:.9g} (tolerance {tol:.1e}); "
+            "pass normalize=True to treat counts as a distribution."
+        )
+    return table.astype(compute_dtype(table.dtype), copy=False)
+
+
+def check_samples(values, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A non-empty 1-D sample of one kind of value: each sample's code and the sorted distinct values.
+
+    NaN, NaT and None are missing values, not samples; strings mixed with
+    other values are refused, since NumPy would turn ``[1, "1"]`` into two
+    equal strings.
+    """
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nesting such as [[1], {}]
+        arr = None
+    if arr is None or arr.ndim != 1 or arr.size == 0:
+        got = show(values) if arr is None or arr.ndim == 0 else f"shape {arr.shape}"
+        raise ValueError(f"`{name}` must be a non-empty 1-D sequence of samples, got {got}.")
+    kind = arr.dtype.kind
+    if kind in "US" and not isinstance(values, np.ndarray):
+        text = str if kind == "U" else bytes
+        for i, value in enumerate(values):
+            if not isinstance(value, text):
+                raise TypeError(f"`{name}` mixes {text.__name__} samples with {show(value)} "
+                                f"({type(value).__name__}) at index {i}; use one kind of value.")
+    if kind == "O":
+        return _encode_objects(arr, name)
+    missing = (np.isnan(arr.astype(np.float32)) if _extension_kind(arr.dtype) == "f"
+               else np.isnan(arr) if kind in "fc" else np.isnat(arr) if kind in "mM" else None)
+    if missing is not None and missing.any():
+        what = "NaT" if kind in "mM" else "NaN"
+        raise ValueError(f"`{name}` contains {what} (first at index {int(np.argmax(missing))}).")
+    distinct, codes = np.unique(arr, return_inverse=True)
+    return codes.ravel(), distinct
+
+
+def _encode_objects(arr: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`check_samples` for an object array: codes from a dict, so only hashing and ordering are needed."""
+    codes, index = np.empty(arr.size, dtype=np.intp), {}
+    for i, value in enumerate(arr):
+        if value is None:
+            raise TypeError(f"`{name}` contains None at index {i}; every sample must be a value (a number, a string, ...).")
+        if isinstance(value, (float, complex, np.inexact)) and np.isnan(value):
+            raise ValueError(f"`{name}` contains NaN (first at index {i}).")
+        try:
+            codes[i] = index.setdefault(value, len(index))
+        except TypeError:
+            raise TypeError(f"`{name}` must hold hashable values, got {show(value)} "
+                            f"({type(value).__name__}) at index {i}.") from None
+    distinct = list(index)
+    try:
+        order = sorted(range(len(distinct)), key=distinct.__getitem__)
+    except TypeError:
+        first = distinct[0]
+        other = next((v for v in distinct if not _comparable(v, first)), first)
+        if type(other) is type(first):
+            raise TypeError(f"`{name}` holds {type(first).__name__} values, which cannot be ordered, e.g. {show(first)}.") from None
+        raise TypeError(f"`{name}` mixes values that cannot be compared: {show(first)} ({type(first).__name__}) "
+                        f"and {show(other)} ({type(other).__name__}); use one kind of value.") from None
+    rank, values = np.empty(len(order), dtype=np.intp), np.empty(len(order), dtype=object)
+    for position, j in enumerate(order):
+        rank[j], values[position] = position, distinct[j]
+    return rank[codes], values
+
+
+def _comparable(a, b) -> bool:
+    try:
+        a < b  # noqa: B015 - only whether it raises matters
+    except TypeError:
+        return False
+    return True

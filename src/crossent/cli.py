@@ -6,9 +6,12 @@ Each subcommand is a pair of small functions plus one registration::
     def _run_NAME(args) -> Output:        # compute; return text and a JSON dict
 
 and its adder is appended to :data:`SUBCOMMANDS`.  :func:`main` does the rest:
-plain text by default, one JSON object with ``--json``, and for bad input
-(a `ValueError`/`TypeError` from the library, an unparsable number) exit
-status 2 with a single line on stderr, never a traceback.  Heavy optional
+plain text by default, one JSON object with ``--json`` (stdout holds only the
+result; progress and notes go to stderr), and never a traceback for what a
+user can do wrong: bad input (a `ValueError`/`TypeError` from the library, an
+unparsable number, a bad path) exits with status 2 and a single line on stderr;
+a file that cannot be written or a missing optional module with status 1;
+Ctrl-C with 130; a closed pipe (``| head``) quietly with 141.  Heavy optional
 imports (matplotlib, torch) belong inside a ``_run_NAME`` function, never at
 the top of this module.
 """
@@ -18,12 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from . import measures
 
-EXIT_USAGE = 2
+EXIT_FAILURE = 1  # the command could not finish: a file could not be written, a module is missing
+EXIT_USAGE = 2  # bad input: an option, a number, a path
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+EXIT_BROKEN_PIPE = 141  # the reader went away (``| head``), as a shell reports SIGPIPE
 
 
 @dataclass
@@ -61,7 +69,8 @@ def _base(text: str) -> float | None:
 def _unit(base: float | None) -> str:
     if base is None or base == math.e:
         return "nats"
-    return {2.0: "bits", 10.0: "hartleys"}.get(float(base), f"log-base-{base:g} units")
+    shown = f"{base:g}" if float(f"{base:g}") == base else repr(float(base))  # 1.0000000000000002 is not 1
+    return {2.0: "bits", 10.0: "hartleys"}.get(float(base), f"log-base-{shown} units")
 
 
 def _quantity(value: float, unit: str) -> str:
@@ -82,6 +91,7 @@ def _unit_options() -> argparse.ArgumentParser:
     common.add_argument("--base", type=_base, default=None, metavar="B",
                         help="logarithm base: 2 for bits, e (default) for nats, 10 for hartleys")
     common.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    common.set_defaults(strict_floats=True)  # a RuntimeWarning (overflow, ...) means a wrong number: refuse it
     return common
 
 
@@ -253,18 +263,57 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except SystemExit as exc:  # --help and --version print and exit normally
         return exc.code if isinstance(exc.code, int) else 0
+    prefix = f"crossent {args.command}"
     try:
-        output = args.run(args)
+        with warnings.catch_warnings():
+            if getattr(args, "strict_floats", False):
+                warnings.simplefilter("error", RuntimeWarning)
+            output = args.run(args)
+    except RuntimeWarning as exc:
+        return _fail(f"{prefix}: error: the numbers are out of float64's range for this computation ({exc})")
     except (ValueError, TypeError) as exc:
         message = str(exc).replace("normalize=True", "--normalize")  # the library's advice, in CLI terms
-        return _fail(f"crossent {args.command}: error: {message}")
-    if getattr(args, "json", False):
-        print(json.dumps(output.data))
-    else:
-        print(output.text)
+        return _fail(f"{prefix}: error: {message}")
+    except KeyboardInterrupt:
+        return _fail(f"{prefix}: interrupted", EXIT_INTERRUPTED)
+    except ModuleNotFoundError as exc:
+        return _fail(f"{prefix}: error: needs the module {exc.name!r}; install the lab extra: "
+                     "pip install 'crossent[lab]'", EXIT_FAILURE)
+    except OSError as exc:
+        return _fail(f"{prefix}: error: {exc}", EXIT_FAILURE)
+    return _print(output.text if not getattr(args, "json", False) else json.dumps(output.data), prefix)
+
+
+def _print(text: str, prefix: str) -> int:
+    """Print the result; a closed pipe (``| head``) exits quietly, a failed write with one line."""
+    if sys.stdout is None:  # started with stdout closed: nowhere to print
+        return 0
+    try:
+        try:
+            print(text)
+        except UnicodeEncodeError:  # a file name the output's encoding cannot show
+            encoding = sys.stdout.encoding or "utf-8"
+            print(text.encode(encoding, "backslashreplace").decode(encoding))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        _discard_stdout()
+        return _fail(f"{prefix}: error: cannot write the output: {exc.strerror or exc}", EXIT_FAILURE)
     return 0
 
 
-def _fail(message: str) -> int:
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so that the flush at exit does not fail a second time."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stream): nothing to flush
+        pass
+
+
+def _fail(message: str, status: int = EXIT_USAGE) -> int:
     print(" ".join(message.split()), file=sys.stderr)  # always exactly one line
-    return EXIT_USAGE
+    return status

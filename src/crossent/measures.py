@@ -3,7 +3,8 @@
 A distribution lies along `axis` (default the last one); every function
 broadcasts over the other axes, and `p` and `q` broadcast against each other.
 ``base=None`` gives nats, ``base=2`` bits, any other positive ``base != 1``
-the matching unit (the nats result divided by ``ln base``).  A reduction over
+(int, float, Fraction or NumPy scalar) the matching unit (the nats result
+divided by ``ln base``, taken in float64).  A reduction over
 1-D input returns a NumPy float; batched input returns an array.
 
 Inputs must already be probability distributions.  Non-negative weights or
@@ -12,6 +13,13 @@ is normalised silently.  Zeros follow the conventions of information theory:
 ``0 log 0 = 0`` and ``p log(p / 0) = +inf`` for ``p > 0``, with no NaN and no
 warning (the SciPy building blocks ``entr``, ``xlogy`` and ``rel_entr`` are
 defined that way).
+
+float16 and float32 input, and the bfloat16/float8 formats of ``ml_dtypes``
+(read exactly as float32), is computed and returned in float32; float64 and
+longdouble in float64, the widest type those SciPy functions take.  A sum is
+checked against the tolerance of the dtype it was given in, so a bfloat16
+distribution is judged by bfloat16's precision.  ``normalize=True`` scales
+by a power of two before summing, so any finite counts can be normalised.
 """
 
 from __future__ import annotations
@@ -19,16 +27,17 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
+from ._rules import safe_log
 from ._validate import (
     as_float_array,
-    check_axis,
     check_base,
     check_distribution,
-    check_finite,
+    check_distribution_pair,
+    check_flag,
+    check_joint_table,
+    check_samples,
     check_unit_interval,
     compute_dtype,
-    show,
-    sum_tolerance,
     to_base,
 )
 
@@ -86,9 +95,7 @@ def self_information(p, *, base=None):
     check_unit_interval(p, "p")
     p = p.astype(compute_dtype(p.dtype), copy=False)
     # log only where p > 0, so p = 0 yields +inf without a divide-by-zero warning.
-    info = np.full(p.shape, np.inf, dtype=p.dtype)
-    np.negative(np.log(p, out=np.zeros_like(p), where=p > 0), out=info, where=p > 0)
-    return _finish(info, log_base)
+    return _finish(0.0 - safe_log(p), log_base)
 
 
 def entropy(p, *, axis=-1, base=None, normalize=False):
@@ -130,7 +137,7 @@ def entropy(p, *, axis=-1, base=None, normalize=False):
         0.8113
     """
     log_base = check_base(base)
-    normalize = _check_flag(normalize, "normalize")
+    normalize = check_flag(normalize, "normalize")
     p = check_distribution(p, "p", axis, normalize)
     p = p.astype(compute_dtype(p.dtype), copy=False)
     # entr(x) = -x log x with entr(0) = 0 exactly: no 0 * (-inf) = NaN.
@@ -175,7 +182,7 @@ def cross_entropy(p, q, *, axis=-1, base=None, normalize=False):
         True
     """
     log_base = check_base(base)
-    p, q, axis = _check_pair(p, q, axis, normalize)
+    p, q, axis = check_distribution_pair(p, q, axis, normalize)
     # xlogy(0, 0) = 0; xlogy(p > 0, 0) = -inf, so a missed outcome is +inf, never NaN.
     return _finish(-special.xlogy(p, q).sum(axis=axis), log_base)
 
@@ -224,7 +231,7 @@ def kl_divergence(p, q, *, axis=-1, base=None, normalize=False):
         1.0
     """
     log_base = check_base(base)
-    p, q, axis = _check_pair(p, q, axis, normalize)
+    p, q, axis = check_distribution_pair(p, q, axis, normalize)
     # rel_entr(0, q) = 0 and rel_entr(p > 0, 0) = +inf, by definition.
     divergence = np.maximum(special.rel_entr(p, q).sum(axis=axis), 0)
     return _finish(divergence, log_base)
@@ -263,7 +270,7 @@ def js_divergence(p, q, *, axis=-1, base=None, normalize=False):
         True
     """
     log_base = check_base(base)
-    p, q, axis = _check_pair(p, q, axis, normalize)
+    p, q, axis = check_distribution_pair(p, q, axis, normalize)
     # D(p || m) = sum p log(p / m) with m = (p + q) / 2. Halving p + q can
     # round a subnormal to 0 (m = 0 where p > 0 would give inf), so each term
     # is formed as p log(2p / (p + q)) instead: 2p / (p + q) lies in [0, 2].
@@ -295,7 +302,7 @@ def joint_entropy(pxy, *, base=None, normalize=False):
         2.0
     """
     log_base = check_base(base)
-    pxy = _check_joint_table(pxy, normalize)
+    pxy = check_joint_table(pxy, normalize)
     return _finish(special.entr(pxy).sum(), log_base)
 
 
@@ -331,7 +338,7 @@ def conditional_entropy(pxy, *, base=None, normalize=False):
         1.0
     """
     log_base = check_base(base)
-    pxy = _check_joint_table(pxy, normalize)
+    pxy = check_joint_table(pxy, normalize)
     px = pxy.sum(axis=1, keepdims=True)
     # p(y|x) only where p(x, y) > 0 (then p(x) > 0): no 0/0 warning.
     py_given_x = np.divide(pxy, px, out=np.ones_like(pxy), where=pxy > 0)
@@ -374,7 +381,7 @@ def mutual_information(pxy, *, base=None, normalize=False):
         0.0
     """
     log_base = check_base(base)
-    pxy = _check_joint_table(pxy, normalize)
+    pxy = check_joint_table(pxy, normalize)
     px = pxy.sum(axis=1, keepdims=True)
     py = pxy.sum(axis=0, keepdims=True)
     mask = pxy > 0
@@ -383,7 +390,7 @@ def mutual_information(pxy, *, base=None, normalize=False):
     # second division is a subtraction of logs instead. Both logs are finite
     # where p(x, y) > 0, because then p(x) and p(y) are positive too.
     py_given_x = np.divide(pxy, px, out=np.ones_like(pxy), where=mask)
-    log_ratio = np.log(py_given_x) - np.log(py, out=np.zeros_like(py), where=py > 0)
+    log_ratio = np.log(py_given_x) - safe_log(py, at_zero=0.0)
     terms = np.multiply(pxy, log_ratio, out=np.zeros_like(pxy), where=mask)
     return _finish(np.maximum(terms.sum(), 0), log_base)
 
@@ -396,7 +403,8 @@ def joint_distribution(x, y):
         \hat p(a, b) = \frac{\#\{k : x_k = a,\ y_k = b\}}{n}
 
     Args:
-        x: 1-D sequence of n samples of X (numbers, strings, ...).
+        x: 1-D sequence of n samples of X, of one kind (numbers, strings,
+            ...); None, NaN and NaT are refused, as are strings mixed with numbers.
         y: 1-D sequence of n samples of Y, paired with `x`.
 
     Returns:
@@ -413,8 +421,8 @@ def joint_distribution(x, y):
         >>> xs.tolist(), ys.tolist()
         (['a', 'b'], [0, 1])
     """
-    x_codes, x_values = _encode_samples(x, "x")
-    y_codes, y_values = _encode_samples(y, "y")
+    x_codes, x_values = check_samples(x, "x")
+    y_codes, y_values = check_samples(y, "y")
     if x_codes.size != y_codes.size:
         raise ValueError(f"`x` and `y` must be paired samples of the same length, got {x_codes.size} and {y_codes.size}.")
     table = np.zeros((x_values.size, y_values.size))
@@ -436,90 +444,3 @@ def _finish(nats, log_base):
     # `+ 0.0` turns the -0.0 of entr(1) or -log(1) into 0.0.
     out = np.asarray(to_base(nats, log_base)) + 0.0
     return out[()] if out.ndim == 0 else out
-
-
-def _check_flag(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
-    return bool(value)
-
-
-def _check_pair(p, q, axis, normalize):
-    """Validate `p` and `q` as distributions along a shared `axis`.
-
-    Returns both in their common compute dtype and the axis as an index into
-    the broadcast shape.
-    """
-    normalize = _check_flag(normalize, "normalize")
-    p_arr, q_arr = as_float_array(p, "p"), as_float_array(q, "q")
-    for name, arr in (("p", p_arr), ("q", q_arr)):
-        if arr.ndim == 0:
-            raise ValueError(f"`{name}` must have at least one dimension, got the scalar {show(arr)}.")
-    try:
-        shape = np.broadcast_shapes(p_arr.shape, q_arr.shape)
-    except ValueError:
-        raise ValueError(
-            f"`p` and `q` must broadcast against each other, got shapes {p_arr.shape} and {q_arr.shape}."
-        ) from None
-    axis = check_axis(axis, len(shape))
-    own_axes = {}
-    for name, arr in (("p", p_arr), ("q", q_arr)):
-        own = axis - (len(shape) - arr.ndim)
-        if own < 0:
-            raise ValueError(
-                f"`{name}` with shape {arr.shape} has no outcome axis {axis} of the broadcast shape {shape}."
-            )
-        own_axes[name] = own
-    n_p, n_q = p_arr.shape[own_axes["p"]], q_arr.shape[own_axes["q"]]
-    if n_p != n_q:
-        raise ValueError(
-            f"`p` and `q` must have the same number of outcomes along the axis, got {n_p} and {n_q} "
-            f"(shapes {p_arr.shape} and {q_arr.shape})."
-        )
-    p_arr = check_distribution(p_arr, "p", own_axes["p"], normalize)
-    q_arr = check_distribution(q_arr, "q", own_axes["q"], normalize)
-    dtype = compute_dtype(p_arr.dtype, q_arr.dtype)
-    return p_arr.astype(dtype, copy=False), q_arr.astype(dtype, copy=False), axis
-
-
-def _check_joint_table(pxy, normalize):
-    """A 2-D table of probabilities summing to 1 over all cells (or counts)."""
-    normalize = _check_flag(normalize, "normalize")
-    table = as_float_array(pxy, "pxy")
-    if table.ndim != 2 or table.size == 0:
-        raise ValueError(f"`pxy` must be a non-empty 2-D table (rows X, columns Y), got shape {table.shape}.")
-    check_finite(table, "pxy")
-    if (table < 0).any():
-        row, col = (int(i) for i in np.argwhere(table < 0)[0])
-        raise ValueError(f"`pxy` must be non-negative, got {float(table[row, col])!r} at row {row}, column {col}.")
-    table = table.astype(compute_dtype(table.dtype), copy=False)
-    total = float(table.sum(dtype=np.float64))
-    if normalize:
-        if total <= 0:
-            raise ValueError("`pxy` sums to 0; cannot normalize.")
-        return table / total
-    tol = sum_tolerance(table.dtype)
-    too_big = table > 1 + tol  # a cell may exceed 1 by rounding, as the sum may
-    if too_big.any():
-        row, col = (int(i) for i in np.argwhere(too_big)[0])
-        raise ValueError(
-            f"`pxy` must lie in [0, 1], got {float(table[row, col])!r} at row {row}, column {col}; "
-            "pass normalize=True to treat counts as a distribution."
-        )
-    if abs(total - 1) > tol:
-        raise ValueError(
-            f"`pxy` must sum to 1 over all cells, got {total:.9g} (tolerance {tol:.1e}); "
-            "pass normalize=True to treat counts as a distribution."
-        )
-    return table
-
-
-def _encode_samples(values, name):
-    """Sorted distinct values of a 1-D sample and each sample's index into them."""
-    arr = np.asarray(values)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"`{name}` must be a non-empty 1-D sequence of samples, got shape {arr.shape}.")
-    if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise ValueError(f"`{name}` contains NaN (first at index {int(np.argmax(np.isnan(arr)))}).")
-    distinct, codes = np.unique(arr, return_inverse=True)
-    return codes.ravel(), distinct

@@ -82,31 +82,36 @@ def exp_nonpositive(t):
 
 
 @njit(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
-def softmax_int_rows(x, g, labels, kept, weight, has_weight, smoothing, z_loss, weight_total,
-                     scale, lo, hi, row_loss, chunk_max, inplace):
+def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, label_smoothing, z_loss,
+                     weight_total, scale, lo, hi, row_loss, chunk_shift, chunk_max):
     """Rows [lo, hi) of the fused softmax cross-entropy.
+
+    The gradient goes to `g`; in place, `g` and `xw` are the logits again.
+    Passing ``xw=None`` otherwise lets Numba drop the in-place branch at
+    compile time, so read-only logits type-check.  `chunk_weight`
+    holds the class weights summed per chunk.
 
     Returns -1, or the first row with a NaN or +inf logit, or that is counted
     but -inf everywhere (the caller raises).
 
-    `chunk_max` is scratch of at least ceil(V / CHUNK) float64.  See
+    `chunk_shift` and `chunk_max` are scratch of at least ceil(V / CHUNK)
+    float64: the shift each chunk's exponentials were taken against, and the
+    chunk's own maximum.  See
     :func:`crossent.kernels.softmax_cross_entropy_fused` for the formulas.
     """
     V = x.shape[1]
     n_chunks = (V + CHUNK - 1) // CHUNK
-    eps = smoothing
+    eps = label_smoothing
     for i in range(lo, hi):
         xi = x[i]
-        gi = g[i]
         y = labels[i]
-        target_logit = float(xi[y])  # read before gi (maybe xi itself) is overwritten
+        target_logit = float(xi[y])  # read before the row (maybe xi itself) is overwritten
         running_max = -np.inf
         total = 0.0  # sum of exp(x - running_max), float64 across chunks
-        weighted_sum = 0.0  # sum_c w_c x_c, for label smoothing
+        shifted_sum = 0.0  # sum_c w_c (x_c - chunk max), per chunk, rebased to the row max at the end
         for c in range(n_chunks):
             # Chunk views index from 0, so LLVM sees no negative index and vectorises.
             xc = xi[c * CHUNK : (c + 1) * CHUNK]
-            gc = gi[c * CHUNK : (c + 1) * CHUNK]
             width = xc.shape[0]
             m = F32(-np.inf)
             for j in range(width):
@@ -114,26 +119,31 @@ def softmax_int_rows(x, g, labels, kept, weight, has_weight, smoothing, z_loss, 
             if m == np.inf:
                 return i
             if eps > 0.0:
+                # In the chunk's own frame (terms <= 0): no large offset enters the sum.
                 acc = F32(0.0)
-                if has_weight:
+                if m == -np.inf:  # a fully masked chunk: -inf where a masked class has weight
+                    acc = F32(-np.inf) if chunk_weight[c] > 0.0 else F32(0.0)
+                elif has_weight:
                     wc = weight[c * CHUNK : (c + 1) * CHUNK]
                     for j in range(width):
-                        acc += wc[j] * xc[j] if wc[j] > F32(0.0) else F32(0.0)  # 0 * -inf counts as 0
+                        acc += wc[j] * (xc[j] - m) if wc[j] > F32(0.0) else F32(0.0)  # 0 * -inf counts as 0
                 else:
                     for j in range(width):
-                        acc += xc[j]
-                weighted_sum += acc
+                        acc += xc[j] - m
+                shifted_sum += acc
             if m > running_max:
                 total *= math.exp(running_max - m) if running_max > -np.inf else 0.0
                 running_max = m
             shift = F32(running_max) if running_max > -np.inf else F32(0.0)
             s = F32(0.0)
-            if inplace:  # one array: LLVM's overlap check would refuse to vectorise x -> g
+            if xw is not None:  # one array: LLVM's overlap check would refuse to vectorise x -> g
+                xwc = xw[i][c * CHUNK : (c + 1) * CHUNK]
                 for j in range(width):
-                    e = exp_nonpositive(xc[j] - shift)
-                    xc[j] = e
+                    e = exp_nonpositive(xwc[j] - shift)
+                    xwc[j] = e
                     s += e
             else:
+                gc = g[i][c * CHUNK : (c + 1) * CHUNK]
                 for j in range(width):
                     e = exp_nonpositive(xc[j] - shift)
                     gc[j] = e
@@ -141,36 +151,46 @@ def softmax_int_rows(x, g, labels, kept, weight, has_weight, smoothing, z_loss, 
             if not (s == s):
                 return i
             total += s
-            chunk_max[c] = running_max
+            chunk_shift[c] = running_max
+            chunk_max[c] = m
 
         is_kept = kept[i]
         all_masked = running_max == -np.inf
         w_target = (float(weight[y]) if has_weight else 1.0) if is_kept else 0.0
+        target_coef = (1.0 - eps) * w_target
         loss = 0.0
-        p_coef = (1.0 - eps) * w_target
+        p_coef = target_coef
         smooth = 0.0
         if all_masked:
             if is_kept:
                 return i  # no class is possible: the caller raises
             p_coef = 0.0  # an ignored row with no finite logit: loss 0, gradient 0
         else:
-            lse = running_max + math.log(total)
-            if is_kept:
-                loss = (1.0 - eps) * w_target * (lse - target_logit)
-                if eps > 0.0:
-                    loss += eps / V * (weight_total * lse - weighted_sum)
-                    p_coef += eps / V * weight_total
-                    smooth = scale * eps / V
-                if z_loss > 0.0:
-                    loss += z_loss * lse * lse
-                    p_coef += 2.0 * z_loss * lse
+            # The shifted frame: -log p_c = log S - (x_c - M), with S = sum exp(x - M).
+            log_total = math.log(total)
+            lse = running_max + log_total
+            if target_coef != 0.0:  # a zero coefficient times a masked target's +inf counts 0
+                loss = target_coef * (log_total - (target_logit - running_max))
+            if is_kept and eps > 0.0:
+                rebased = shifted_sum
+                for c in range(n_chunks):  # sum_c w_c (x_c - M) from the chunks' own frames
+                    if chunk_max[c] > -np.inf:
+                        rebased += chunk_weight[c] * (chunk_max[c] - running_max)
+                loss += eps / V * (weight_total * log_total - rebased)
+                p_coef += eps / V * weight_total
+                smooth = scale * eps / V
+            if is_kept and z_loss > 0.0:
+                loss += z_loss * lse * lse
+                p_coef += 2.0 * z_loss * lse
         row_loss[i] = loss
 
         # d loss_i / d x_j = p_coef p_j - (1 - eps) w_y [j = y] - (eps/V) w_j
+        gi = xw[i] if xw is not None else g[i]
         for c in range(n_chunks):
             gc = gi[c * CHUNK : (c + 1) * CHUNK]
             width = gc.shape[0]
-            factor = F32(0.0) if all_masked else F32(scale * p_coef * math.exp(chunk_max[c] - running_max) / total)
+            # Chunk c's exponentials were taken against the running max of that moment.
+            factor = F32(0.0) if all_masked else F32(scale * p_coef * math.exp(chunk_shift[c] - running_max) / total)
             if smooth == 0.0:
                 for j in range(width):
                     gc[j] *= factor
@@ -183,7 +203,7 @@ def softmax_int_rows(x, g, labels, kept, weight, has_weight, smoothing, z_loss, 
                 sm = F32(smooth)
                 for j in range(width):
                     gc[j] = gc[j] * factor - sm
-        gi[y] -= F32(scale * (1.0 - eps) * w_target)
+        gi[y] -= F32(scale * target_coef)
     return -1
 
 
@@ -192,11 +212,18 @@ JIT_BLOCK_BYTES = 1 << 25  # rows are walked inside: big blocks, few dispatches
 
 def softmax_int_block(x, grad, lo, hi, opt, row_loss):
     """Block worker with the signature of :func:`numpy_blocked.softmax_int_block`."""
+    n_chunks = -(-x.shape[1] // CHUNK)
     weight = opt.class_weight if opt.class_weight is not None else _NO_WEIGHT
-    chunk_max = np.empty(-(-x.shape[1] // CHUNK), dtype=np.float64)
+    if opt.class_weight is not None:
+        chunk_weight = np.add.reduceat(opt.class_weight.astype(np.float64), np.arange(0, x.shape[1], CHUNK))
+    else:
+        chunk_weight = np.minimum(CHUNK, x.shape[1] - np.arange(0, x.shape[1], CHUNK)).astype(np.float64)
+    scratch = np.empty((2, n_chunks), dtype=np.float64)
+    inplace = grad is x
     bad_row = softmax_int_rows(
-        x, grad, opt.labels, opt.kept, weight, opt.class_weight is not None, opt.smoothing, opt.z_loss,
-        opt.weight_total, opt.scale, lo, hi, row_loss, chunk_max, grad is x,
+        x, grad, x if inplace else None, opt.labels, opt.kept, weight, chunk_weight,
+        opt.class_weight is not None, opt.label_smoothing, opt.z_loss, opt.weight_total, opt.scale, lo, hi,
+        row_loss, scratch[0], scratch[1],
     )
     if bad_row >= 0:
         _raise_non_finite(x, bad_row)
@@ -239,50 +266,69 @@ def log1p_unit(e):
 def bce_point(xj, yj, p, w, scale):
     """(loss, d loss / dx) of one element; see :func:`crossent.kernels.sigmoid_binary_cross_entropy_fused`."""
     e = exp_nonpositive(-abs(xj))  # exp(-|x|) in (0, 1]: never overflows
-    softplus_neg = log1p_unit(e) + (-xj if xj < F32(0.0) else F32(0.0))
-    coef = F32(1.0) + (p - F32(1.0)) * yj
-    loss = w * ((F32(1.0) - yj) * xj + coef * softplus_neg)
+    log1p_e = log1p_unit(e)
+    py = p * yj
+    ny = F32(1.0) - yj
+    coef = py + ny  # 1 + (p - 1) y
+    # p y softplus(-x) + (1 - y) softplus(x), with softplus(+-x) = log1p(e) + max(+-x, 0): every
+    # term is >= 0, so nothing cancels (the form (1 - y) x + coef softplus(-x) loses all its
+    # digits at x = -104, y = 1e-8, where the loss is 1.04e-6).
+    loss = w * (coef * log1p_e + py * max(-xj, F32(0.0)) + ny * max(xj, F32(0.0)))
     sig = (F32(1.0) if xj >= F32(0.0) else e) / (F32(1.0) + e)
-    return loss, scale * w * (coef * sig - p * yj)
+    return loss, scale * w * (coef * sig - py)
 
 
 @njit(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
-def sigmoid_bce_flat(x, y, g, losses, pos_weight, pos_full, sample_weight, sample_full, smoothing, scale, inplace):
+def sigmoid_bce_flat(x, y, g, xw, losses, pos_weight, pos_full, sample_weight, sample_full, label_smoothing, scale):
     """BCE of one block of flat arrays; weights are length-1 (scalar) or the block's own slice.
 
-    Writes the gradient (into `x` itself when `inplace`) and the elementwise
-    losses; returns their sum (float32 over chunks of CHUNK elements, added in
-    float64), which is not finite if a logit is not.
+    Writes the gradient to `g` (in place, `g` and `xw` are the logits again;
+    otherwise ``xw=None`` lets read-only logits type-check), and the
+    elementwise losses.  Returns their sum (float32 over chunks of CHUNK
+    elements, added in float64), which is not finite if a logit is not, a
+    label lies outside [0, 1] (or is NaN), or a loss overflows; and the
+    number of non-finite logits.
     """
-    keep = F32(1.0 - smoothing)
-    half_eps = F32(smoothing / 2.0)
+    keep = F32(1.0 - label_smoothing)
+    half_eps = F32(label_smoothing / 2.0)
     sc = F32(scale)
     p0 = pos_weight[0]
     w0 = sample_weight[0]
     n = x.shape[0]
     total = 0.0
+    bad_logits = 0.0
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
         # Views indexed from 0, so LLVM sees no negative index and vectorises.
-        xc, yc, gc, lc = x[c0:c1], y[c0:c1], g[c0:c1], losses[c0:c1]
+        xc, yc, lc = x[c0:c1], y[c0:c1], losses[c0:c1]
         pc = pos_weight[c0:c1] if pos_full else pos_weight
         wc = sample_weight[c0:c1] if sample_full else sample_weight
         acc = F32(0.0)
-        if inplace:  # one array: LLVM's overlap check would refuse to vectorise x -> g
+        bad = F32(0.0)
+        if xw is not None:  # one array: LLVM's overlap check would refuse to vectorise x -> g
+            xwc = xw[c0:c1]
             for j in range(c1 - c0):
                 p = pc[j] if pos_full else p0
                 w = wc[j] if sample_full else w0
-                loss, grad = bce_point(xc[j], F32(yc[j]) * keep + half_eps, p, w, sc)
-                xc[j] = grad
+                yj = yc[j]
+                loss, grad = bce_point(xwc[j], yj * keep + half_eps, p, w, sc)
+                bad += F32(0.0) if abs(xwc[j]) <= F32(3.4028235e38) else F32(1.0)
+                xwc[j] = grad
+                loss = loss if (yj >= F32(0.0) and yj <= F32(1.0)) else F32(np.nan)
                 lc[j] = loss
                 acc += loss
         else:
+            gc = g[c0:c1]
             for j in range(c1 - c0):
                 p = pc[j] if pos_full else p0
                 w = wc[j] if sample_full else w0
-                loss, grad = bce_point(xc[j], F32(yc[j]) * keep + half_eps, p, w, sc)
+                yj = yc[j]
+                loss, grad = bce_point(xc[j], yj * keep + half_eps, p, w, sc)
+                bad += F32(0.0) if abs(xc[j]) <= F32(3.4028235e38) else F32(1.0)
                 gc[j] = grad
+                loss = loss if (yj >= F32(0.0) and yj <= F32(1.0)) else F32(np.nan)
                 lc[j] = loss
                 acc += loss
         total += acc
-    return total
+        bad_logits += bad
+    return total, bad_logits

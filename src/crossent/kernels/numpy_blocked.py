@@ -5,7 +5,7 @@ step (subtract, exp, row sums, scaling) runs on the block already written to
 the gradient buffer while it is still cache resident, with ``out=`` everywhere,
 so the memory traffic is close to "read the logits once, write the gradient
 once".  NumPy releases the GIL inside its loops, so two threads run two blocks
-at the same time.
+at the same time (on the pool of :mod:`crossent.kernels._pool`).
 
 Nothing here validates its input: the public functions in
 :mod:`crossent.kernels` do that and pass a :class:`SoftmaxOptions`.
@@ -14,66 +14,13 @@ Nothing here validates its input: the public functions in
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-# Bytes of logits per block.  Measured on a 2 MiB-L2 core: the logits block and
-# the gradient block (1 MiB together) stay in L2 between the ufunc passes,
-# while the per-block Python overhead (~20 ufunc calls) stays small.
-BLOCK_BYTES = 1 << 19
-# Below this many bytes a single thread is faster than waking the pool.
-SINGLE_THREAD_BYTES = 1 << 20
-
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def default_threads() -> int:
-    return os.cpu_count() or 1
-
-
-def _pool(num_threads: int) -> ThreadPoolExecutor:
-    with _pools_lock:
-        pool = _pools.get(num_threads)
-        if pool is None:
-            pool = _pools[num_threads] = ThreadPoolExecutor(num_threads, thread_name_prefix="crossent")
-        return pool
-
-
-def run_in_blocks(work, n_items: int, item_bytes: int, num_threads: int, align: int = 1,
-                  block_bytes: int | None = None) -> None:
-    """Call ``work(lo, hi)`` on consecutive blocks covering ``range(n_items)``.
-
-    The items are split into one contiguous run per thread; each thread walks
-    its run block by block.  Block bounds are multiples of `align`.  The first
-    exception raised by a worker is re-raised here (after every worker ends).
-    """
-    if n_items == 0:
-        return
-    per_block = max(align, (block_bytes or BLOCK_BYTES) // max(item_bytes, 1) // align * align)
-    share = -(-n_items // max(num_threads, 1))  # every thread gets at least one block
-    per_block = min(per_block, -(-share // align) * align)
-    n_blocks = -(-n_items // per_block)
-    threads = min(num_threads, n_blocks)
-    if threads <= 1 or n_items * item_bytes < SINGLE_THREAD_BYTES:
-        for lo in range(0, n_items, per_block):
-            work(lo, min(lo + per_block, n_items))
-        return
-
-    def run(first_block: int, last_block: int) -> None:
-        for b in range(first_block, last_block):
-            work(b * per_block, min((b + 1) * per_block, n_items))
-
-    bounds = [n_blocks * t // threads for t in range(threads + 1)]
-    futures = [_pool(threads).submit(run, bounds[t], bounds[t + 1]) for t in range(threads)]
-    errors = [f.exception() for f in futures]
-    for error in errors:
-        if error is not None:
-            raise error
+from .._rules import times
+from ._pool import BLOCK_BYTES, run_in_blocks
 
 
 def _row_sums(block: np.ndarray) -> np.ndarray:
@@ -105,84 +52,98 @@ def raise_dead_row(row: int):
     raise ValueError(f"`logits` are -inf for every class in row {row}: no class is possible.")
 
 
-def exp_shifted_rows(xb: np.ndarray, gb: np.ndarray, first_row: int):
-    """Write ``exp(x - max_row)`` into `gb`; return the row maxima and row sums (float64).
+def shift_rows(xb: np.ndarray, gb: np.ndarray, first_row: int):
+    """Write ``x - m`` (m the row maximum) into `gb`; return the maxima (float64) and the all-masked rows.
 
-    Shifting by the row maximum is what makes the softmax stable: every
-    exponent is <= 0, so nothing overflows, and the row sum is >= 1 (the
-    maximum contributes exp(0) = 1), so its log is safe.  A row whose logits
-    are all -inf gets maximum -inf and sum 0 (allowed only where the row is ignored).
+    This is the shifted frame: every exponent is <= 0, so ``exp`` never
+    overflows and the row sum is >= 1 (the maximum contributes exp(0) = 1),
+    so its log is safe; and every difference ``lse - x`` is formed as
+    ``log S - (x - m)``, which keeps its digits under a large common offset.
+    A row whose logits are all -inf is shifted by 0 (its exponentials are 0;
+    allowed only where the row is ignored).
     """
     row_max = np.max(xb, axis=1)
     check_row_maxima(row_max, xb, first_row)
     all_masked = row_max == -np.inf
-    shift = row_max
-    if all_masked.any():
-        shift = np.where(all_masked, 0.0, row_max).astype(xb.dtype)
+    shift = np.where(all_masked, 0.0, row_max).astype(xb.dtype) if all_masked.any() else row_max
     np.subtract(xb, shift[:, None], out=gb)
+    return shift.astype(np.float64), all_masked
+
+
+def exp_rows(gb: np.ndarray, all_masked: np.ndarray):
+    """Exponentiate the shifted block in place; return the row sums and their logs (float64).
+
+    An all-masked row has sum 0; its log is taken as 0 (the row costs nothing).
+    """
     np.exp(gb, out=gb)
-    return row_max.astype(np.float64), _row_sums(gb).astype(np.float64)
+    row_sum = _row_sums(gb).astype(np.float64)
+    if all_masked.any():
+        row_sum = np.where(all_masked, 1.0, row_sum)
+    return row_sum, np.log(row_sum)
+
+
+def _shifted_dots(gb: np.ndarray, weights):
+    """Row sums of ``weights * (x - m)`` in the shifted block, float64.
+
+    `weights` is None (plain row sums), a (V,) vector or a block-shaped array.
+    A zero weight against a masked (-inf) logit counts 0, not NaN.
+    """
+    with np.errstate(invalid="ignore"):
+        if weights is None:
+            dots = _row_sums(gb)
+        elif weights.ndim == 1:
+            dots = _row_dots(gb, weights)
+        else:
+            dots = np.einsum("ij,ij->i", gb, weights)
+        dots = dots.astype(np.float64)
+        if weights is not None and np.isnan(dots).any():
+            dots = np.where(weights > 0, gb * weights, 0).sum(axis=1, dtype=np.float64)
+    return dots
 
 
 @dataclass
 class SoftmaxOptions:
-    """Validated options; the per-row arrays are indexed by global row."""
+    """Checked options of one call; the per-row arrays are indexed by global row."""
 
     class_weight: np.ndarray | None  # (V,) in the logits' dtype
     weight_total: float  # sum of class weights (V without weights)
-    smoothing: float
+    label_smoothing: float
     z_loss: float
-    scale: float  # 1 for sum/none, 1/denominator for mean
+    scale: float  # 1 for sum/none, 1/denominator for mean (0 when nothing counts)
     labels: np.ndarray | None = None  # int64 (N,), ignored rows set to 0
     kept: np.ndarray | None = None  # bool (N,), False where ignored
     targets: np.ndarray | None = None  # (N, V) probability targets
-
-
-def _lse(row_max, row_sum, all_masked):
-    if all_masked.any():
-        safe = np.where(all_masked, 1.0, row_sum)
-        return np.where(all_masked, -np.inf, row_max + np.log(safe)), safe
-    return row_max + np.log(row_sum), row_sum
 
 
 def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     """Loss and gradient of rows [lo, hi) with integer targets (see the package docs for the formula)."""
     xb, gb = x[lo:hi], grad[lo:hi]
     n, num_classes = xb.shape
-    eps, w = opt.smoothing, opt.class_weight
+    eps, w = opt.label_smoothing, opt.class_weight  # eps: label_smoothing in the formulas
     labels, kept = opt.labels[lo:hi], opt.kept[lo:hi]
     flat = np.arange(n) * num_classes + labels
-    # Everything that needs the logits themselves is read before `gb` (which
-    # may be the logits buffer, in place mode) is overwritten.
+    # Read before `gb` (which may be the logits buffer, in place mode) is overwritten.
     target_logit = xb.reshape(-1)[flat].astype(np.float64)
-    if eps:
-        with np.errstate(invalid="ignore"):
-            weighted_sum = (_row_dots(xb, w) if w is not None else _row_sums(xb)).astype(np.float64)
-        if w is not None and np.isnan(weighted_sum).any():  # 0 * -inf: a masked class of weight 0
-            with np.errstate(invalid="ignore"):
-                weighted_sum = np.where(w > 0, xb * w, 0).sum(axis=1, dtype=np.float64)
-    row_max, row_sum = exp_shifted_rows(xb, gb, lo)
-    all_masked = row_max == -np.inf
+    shift, all_masked = shift_rows(xb, gb, lo)
     if (all_masked & kept).any():
         raise_dead_row(lo + int(np.argmax(all_masked & kept)))
-    lse, row_sum = _lse(row_max, row_sum, all_masked)
+    if eps:
+        shifted_dot = _shifted_dots(gb, w)  # sum_c w_c (x_c - m)
+    row_sum, log_sum = exp_rows(gb, all_masked)
 
     w_target = (w[labels].astype(np.float64) if w is not None else np.ones(n)) * kept
-    with np.errstate(invalid="ignore"):  # -inf - -inf on all-masked rows, fixed below
-        nll = lse - target_logit
-    loss = np.where(kept, (1 - eps) * w_target * nll, 0.0)
-    p_coef = (1 - eps) * w_target  # multiplies p_j in the gradient
+    target_coef = (1 - eps) * w_target  # 0 on ignored rows
+    # -log p_y = log S - (x_y - m): +inf for a masked target, which a zero coefficient turns into 0.
+    loss = times(target_coef, log_sum - (target_logit - shift))
+    p_coef = target_coef  # multiplies p_j in the gradient
     if eps:
-        # (eps/V) sum_c w_c (lse - x_c): the smoothing term, weighted per class like PyTorch.
-        with np.errstate(invalid="ignore"):  # -inf - -inf on all-masked rows, fixed below
-            loss += np.where(kept, eps / num_classes * (opt.weight_total * lse - weighted_sum), 0.0)
+        # (eps/V) sum_c w_c (log S - (x_c - m)): the smoothing term, weighted per class like PyTorch.
+        loss += np.where(kept, eps / num_classes * (opt.weight_total * log_sum - shifted_dot), 0.0)
         p_coef = p_coef + kept * (eps / num_classes * opt.weight_total)
     if opt.z_loss:
+        lse = shift + log_sum
         loss += np.where(kept, opt.z_loss * lse**2, 0.0)
         p_coef = p_coef + np.where(kept, 2 * opt.z_loss * lse, 0.0)
-    if all_masked.any():  # ignored rows with no finite logit: loss 0, gradient 0
-        loss = np.where(all_masked, 0.0, loss)
-        p_coef = np.where(all_masked, 0.0, p_coef)
     row_loss[lo:hi] = loss
 
     # d loss_i / d x_j = p_coef_i * p_j - (1 - eps) w_y delta_jy - (eps/V) w_j
@@ -193,38 +154,30 @@ def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
             gb -= smooth[:, None] * w
         else:
             gb -= smooth[:, None]
-    gb.reshape(-1)[flat] -= (opt.scale * (1 - eps) * w_target).astype(gb.dtype)
+    gb.reshape(-1)[flat] -= (opt.scale * target_coef).astype(gb.dtype)
 
 
 def softmax_prob_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     """Loss and gradient of rows [lo, hi) with probability targets q (smoothed: (1-eps) q + eps/V)."""
     xb, gb, qb = x[lo:hi], grad[lo:hi], opt.targets[lo:hi]
     num_classes = xb.shape[1]
-    eps, w = opt.smoothing, opt.class_weight
+    eps, w = opt.label_smoothing, opt.class_weight  # eps: label_smoothing in the formulas
     wq = qb * w if w is not None else qb.copy()  # block-sized scratch, reused for the gradient
-    with np.errstate(invalid="ignore"):
-        wqx = np.einsum("ij,ij->i", wq, xb).astype(np.float64)
-        if eps:
-            wx = (_row_dots(xb, w) if w is not None else _row_sums(xb)).astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        if np.isnan(wqx).any():  # 0 * -inf where a masked class has no target mass: counts as 0
-            wqx = np.where(wq > 0, wq * xb, 0).sum(axis=1, dtype=np.float64)
-        if eps and np.isnan(wx).any():
-            wx = np.where(w > 0, xb * w, 0).sum(axis=1, dtype=np.float64)
     wq_total = _row_sums(wq).astype(np.float64)
-    row_max, row_sum = exp_shifted_rows(xb, gb, lo)
-    all_masked = row_max == -np.inf
+    shift, all_masked = shift_rows(xb, gb, lo)
     if all_masked.any():  # probability targets have no ignored rows
         raise_dead_row(lo + int(np.argmax(all_masked)))
-    lse, row_sum = _lse(row_max, row_sum, all_masked)
+    dot = (1 - eps) * _shifted_dots(gb, wq)  # sum_c w_c q'_c (x_c - m)
+    if eps:
+        dot += eps / num_classes * _shifted_dots(gb, w)
+    row_sum, log_sum = exp_rows(gb, all_masked)
 
-    # loss_i = sum_c w_c q'_c (lse_i - x_c) = A_i lse_i - B_i
+    # loss_i = sum_c w_c q'_c (log S_i - (x_c - m_i)) = A_i log S_i - B_i
     mass = (1 - eps) * wq_total + (eps / num_classes * opt.weight_total if eps else 0.0)
-    dot = (1 - eps) * wqx + (eps / num_classes * wx if eps else 0.0)
-    with np.errstate(invalid="ignore"):
-        loss = mass * lse - dot
+    loss = mass * log_sum - dot
     p_coef = mass
     if opt.z_loss:
+        lse = shift + log_sum
         loss = loss + opt.z_loss * lse**2
         p_coef = p_coef + 2 * opt.z_loss * lse
     row_loss[lo:hi] = loss
@@ -294,7 +247,7 @@ def _scratch_block(n: int) -> np.ndarray:
     return buf[:n]
 
 
-def _run_numba_bce(kernel, xf, yf, gf, pw, sw, smoothing, scale, num_threads, shape, inplace, losses):
+def _run_numba_bce(kernel, xf, yf, gf, pw, sw, label_smoothing, scale, num_threads, shape, inplace, losses):
     """Blocks of the Numba BCE; returns the total loss (float64).  `losses` (flat) is filled when given."""
 
     def operand(op):
@@ -309,31 +262,51 @@ def _run_numba_bce(kernel, xf, yf, gf, pw, sw, smoothing, scale, num_threads, sh
 
     def work(lo, hi):
         lb = losses[lo:hi] if losses is not None else _scratch_block(hi - lo)
-        total = kernel(xf[lo:hi], yf[lo:hi], gf[lo:hi], lb, pos[lo:hi] if pos_full else pos, pos_full,
-                       sample[lo:hi] if sample_full else sample, sample_full, smoothing, scale, inplace)
-        block_sums[lo] = total
+        total, bad_logits = kernel(
+            xf[lo:hi], yf[lo:hi], gf[lo:hi], xf[lo:hi] if inplace else None, lb,
+            pos[lo:hi] if pos_full else pos, pos_full, sample[lo:hi] if sample_full else sample, sample_full,
+            label_smoothing, scale)
         if not math.isfinite(total):
-            # A non-finite logit gives a non-finite loss (in place its logit is already
-            # overwritten: a NaN leaves a NaN gradient, an infinity a finite one).
-            bad = np.flatnonzero(~np.isfinite(lb))
-            if bad.size:
-                k = lo + int(bad[0])
-                _raise_bad_bce_logit(xf, k, shape, nan=bool(np.isnan(xf[k])))
+            if np.isfinite(lb).all():  # only the float32 partial sums overflowed: add in float64
+                total = float(lb.sum(dtype=np.float64))
+            else:  # in place, the logit is already overwritten; the kernel counted the non-finite ones
+                raise_bad_bce(xf, yf, lb, lo, shape, logits_lost=inplace, bad_logits=bad_logits)
+        block_sums[lo] = total
 
     run_in_blocks(work, xf.size, 4, num_threads, align=per_block, block_bytes=4 * per_block)
     return math.fsum(block_sums.values())
 
 
-def _raise_bad_bce_logit(xf, flat_index, shape, nan=None):
-    idx = tuple(int(i) for i in np.unravel_index(flat_index, shape))
-    what = "NaN" if (np.isnan(xf[flat_index]) if nan is None else nan) else "an infinity"
-    raise ValueError(f"`logits` contains {what} at index {idx}; logits must be finite.")
+def raise_bad_bce(xf, yf, lb, lo, shape, *, logits_lost=False, bad_logits=None):
+    """Name why the loss of a block is not finite: a bad label, a bad logit, or an overflow."""
+    bad = np.flatnonzero(~np.isfinite(lb))
+    k = lo + int(bad[0]) if bad.size else lo
+
+    def where(i):
+        return tuple(int(j) for j in np.unravel_index(i, shape))
+
+    labels = yf[lo : lo + lb.size]
+    if not (labels.min() >= 0 and labels.max() <= 1):  # NaN fails both
+        i = lo + int(np.flatnonzero(~((labels >= 0) & (labels <= 1)))[0])
+        raise ValueError(f"`labels` must lie in [0, 1], got {float(yf[i])!r} at index {where(i)}.")
+    if logits_lost:
+        if bad_logits:
+            raise ValueError(f"`logits` contains NaN or an infinity (first loss affected at index {where(k)}); "
+                             "logits must be finite.")
+    elif not np.isfinite(xf[k]):
+        what = "NaN" if np.isnan(xf[k]) else "an infinity"
+        raise ValueError(f"`logits` contains {what} at index {where(k)}; logits must be finite.")
+    raise ValueError(f"the loss overflows {xf.dtype} at index {where(k)} (pos_weight or sample_weight too large); "
+                     "pass float64 logits or smaller weights.")
 
 
-def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, smoothing, scale, num_threads, keep_losses, numba_bce=None):
+def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, label_smoothing, scale, num_threads, keep_losses,
+                numba_bce=None, force=False):
     """Elementwise BCE from logits on flattened arrays; fills `grad`.
 
     Returns the flat elementwise losses if `keep_losses`, else their sum (float64).
+    `numba_bce` is the Numba kernel where that backend was chosen; `force`
+    makes it serve weights that repeat along trailing axes too (materialised).
 
     loss = w [ (1 - y) x + (1 + (p - 1) y) softplus(-x) ],   d loss/dx = w [ (1 + (p - 1) y) sigmoid(x) - p y ]
     with softplus(-x) = log1p(exp(-|x|)) + max(-x, 0): exp never sees a positive
@@ -346,56 +319,60 @@ def sigmoid_bce(x, y, grad, *, pos_weight, sample_weight, smoothing, scale, num_
     sw = None if sample_weight is None else _flat_operand(sample_weight, shape, dtype)
     periods = [op[2] for op in (pw, sw) if op is not None]
     align = math.lcm(*periods) if periods else 1
-    if align * dtype.itemsize > 64 * BLOCK_BYTES:  # a huge period: materialise instead of tiling
+    if align * dtype.itemsize > 64 * BLOCK_BYTES or (force and align > 1):  # materialise instead of tiling
         pw = pw if pw is None or pw[0] != "periodic" else ("full", np.broadcast_to(pos_weight, shape).astype(dtype).reshape(-1), 1)
         sw = sw if sw is None or sw[0] != "periodic" else ("full", np.broadcast_to(sample_weight, shape).astype(dtype).reshape(-1), 1)
         align = 1
-    if numba_bce is not None and dtype == np.float32 and align == 1:
+    if numba_bce is not None and align == 1:
         yf = yf if yf.dtype == np.float32 else yf.astype(np.float32)
         losses = np.empty(n, dtype=dtype) if keep_losses else None
-        total = _run_numba_bce(numba_bce, xf, yf, gf, pw, sw, smoothing, scale, num_threads, shape, grad is x, losses)
+        total = _run_numba_bce(numba_bce, xf, yf, gf, pw, sw, label_smoothing, scale, num_threads, shape,
+                               grad is x, losses)
         return losses if keep_losses else total
     losses = np.empty(n, dtype=dtype)
     one = dtype.type(1)
 
     def work(lo, hi):
         # Infinite logits make NaN here on purpose: the check below reports them.
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             block(lo, hi)
 
     def block(lo, hi):
         xb, gb, lb = xf[lo:hi], gf[lo:hi], losses[lo:hi]
         yb = yf[lo:hi].astype(dtype, copy=False)
-        if smoothing:
-            yb = yb * dtype.type(1 - smoothing) + dtype.type(smoothing / 2)
+        if label_smoothing:
+            yb = yb * dtype.type(1 - label_smoothing) + dtype.type(label_smoothing / 2)
         e = np.abs(xb)
         np.negative(e, out=e)
         np.exp(e, out=e)  # exp(-|x|) in (0, 1]
-        softplus_neg = np.log1p(e)
-        softplus_neg += np.maximum(-xb, 0)  # softplus(-x)
-        # coef = 1 + (p - 1) y; with p = 1 it is 1
+        log1p_e = np.log1p(e)
+        # coef = 1 + (p - 1) y = p y + (1 - y); with p = 1 it is 1
+        ny = one - yb
         if pw is not None:
             p = _operand_block(pw, lo, hi)
             py = p * yb
-            coef = py + (one - yb)
+            coef = py + ny
         else:
             py, coef = yb, one
-        np.multiply(coef, softplus_neg, out=lb)
-        lb += (one - yb) * xb
-        # A NaN or infinite logit makes its loss NaN: found here, before `gb`
-        # (maybe the logits buffer) is overwritten.
-        if not np.isfinite(lb.sum(dtype=np.float64)):
-            bad = np.flatnonzero(~np.isfinite(xb))
-            if bad.size:
-                _raise_bad_bce_logit(xf, lo + int(bad[0]), shape)
-        # sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0
-        np.add(e, one, out=softplus_neg)
-        np.divide(np.where(xb >= 0, one, e), softplus_neg, out=gb)
-        gb *= coef
-        gb -= py
+        # p y softplus(-x) + (1 - y) softplus(x), softplus(+-x) = log1p(e) + max(+-x, 0): every term
+        # is >= 0, so nothing cancels (unlike (1 - y) x + coef softplus(-x) at x = -104, y = 1e-8).
+        np.multiply(coef, log1p_e, out=lb)
+        lb += py * np.maximum(-xb, 0)
+        lb += ny * np.maximum(xb, 0)
         if sw is not None:
             s = _operand_block(sw, lo, hi)
             lb *= s
+        # A bad label, a NaN or infinite logit, or an overflow makes a loss non-finite:
+        # found here, before `gb` (maybe the logits buffer) is overwritten.
+        labels = yf[lo:hi]
+        if not (np.isfinite(lb.sum(dtype=np.float64)) and labels.min() >= 0 and labels.max() <= 1):
+            raise_bad_bce(xf, yf, lb, lo, shape)
+        # sigmoid(x) = 1/(1+e) for x >= 0, e/(1+e) for x < 0
+        np.add(e, one, out=log1p_e)
+        np.divide(np.where(xb >= 0, one, e), log1p_e, out=gb)
+        gb *= coef
+        gb -= py
+        if sw is not None:
             gb *= s
         if scale != 1:
             gb *= dtype.type(scale)

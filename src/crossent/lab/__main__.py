@@ -2,7 +2,7 @@
 
 import sys
 
-from .report import main
+from crossent.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["report", *sys.argv[1:]]))

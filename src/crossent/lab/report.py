@@ -10,20 +10,29 @@ page header only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import html
 import json
 import multiprocessing
+import os
 import platform
+import secrets
+import shutil
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ..kernels._pool import default_threads as available_cores
 from ._common import Context, pct
 from .models import HEAD_LABELS
 
 DEFAULT_OUT = "crossent-report"
+#: the largest seed: scikit-learn's data splits take seeds in [0, 2**32 - 1]
+MAX_SEED = 2**32 - 1
 
 
 def experiments():
@@ -53,58 +62,189 @@ def _pool_map(executor):
     return pool_map
 
 
-def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None):
-    """Run the experiments, write the report into `out`, and return ``(results, meta)``.
+def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, force=False):
+    """Run the experiments, write the report into the folder `out`, and return ``(results, meta)``.
+
+    The report is written into a temporary folder beside `out` and renamed
+    into place at the end, so a failed or interrupted run leaves `out` as it
+    was.  A previous report in `out` is replaced whole; a folder of other
+    files is refused unless `force`.
 
     Args:
-        out: output folder (created if needed).
+        out: output folder: new, empty, or a previous report (created with its parents if needed).
         quick: smaller networks runs (fewer epochs and seeds) for tests and a first look.
-        seed: the seed every experiment derives its seeds from.
-        jobs: processes for independent training runs (1: no pool); results do not depend on it.
+        seed: the seed every experiment derives its seeds from, in [0, 2**32 - 1].
+        jobs: processes for independent training runs (1: no pool), at most
+            :func:`available_cores`; results do not depend on it.
         progress: show a tqdm bar on stderr; None means "if stderr is a terminal".
+        force: replace `out` even if it is a non-empty folder that is not a crossent report.
+
+    Raises:
+        ReportPathError: `out` cannot take the report (nothing is written).
 
     Examples:
         >>> import tempfile
         >>> results, meta = run_report(tempfile.mkdtemp(), quick=True, progress=False)  # doctest: +SKIP
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"`seed` must be an integer from 0 to {MAX_SEED}, got {seed!r}.")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"`jobs` must be a positive integer, got {jobs!r}.")
+    jobs = min(jobs, available_cores())
+    versions = _versions()  # the lab extra's imports fail here, before anything is written
+    target = check_output_folder(out, force=force)
+    started = time.perf_counter()
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    staging, created = _make_staging(target, out)
+    try:
+        sections = _run_experiments(Context(out_dir=staging, quick=bool(quick), seed=seed), jobs, progress)
+        results = {"seed": seed, "quick": bool(quick), "experiments": sections}
+        (staging / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        meta = {"date": date, "seed": seed, "quick": bool(quick), "jobs": jobs,
+                "run_time_s": round(time.perf_counter() - started, 1), "versions": versions}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        (staging / "index.html").write_text(render_html(results, meta), encoding="utf-8")
+        _move_into_place(staging, target, out, force)
+    except BaseException:  # failed, interrupted (Ctrl-C, or SIGTERM from the command): no half-written report
+        _remove_partial(staging, target.parent, created)
+        raise
+    return results, meta
+
+
+def _run_experiments(ctx, jobs, progress):
+    """Every experiment's section, in page order; training runs go to `jobs` processes if jobs > 1."""
     from tqdm import tqdm
 
     from .figures import house_style
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     show = sys.stderr.isatty() if progress is None else bool(progress)
     executor = None
     if jobs > 1:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+        executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_quiet_worker)
+        ctx.map = _pool_map(executor)
     try:
-        ctx = Context(out_dir=out, quick=bool(quick), seed=seed)
-        if executor is not None:
-            ctx.map = _pool_map(executor)
         sections = []
         with tqdm(experiments(), desc="crossent report", unit="experiment", file=sys.stderr, disable=not show) as bar:
             for experiment in bar:
                 bar.set_postfix_str(experiment.__name__)
                 with house_style():
                     sections.append(experiment(ctx))
+        return sections
     finally:
         if executor is not None:
-            executor.shutdown()
-    results = {"seed": seed, "quick": bool(quick), "experiments": sections}
-    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    meta = {"date": date, "seed": seed, "quick": bool(quick), "jobs": jobs,
-            "run_time_s": round(time.perf_counter() - started, 1), "versions": _versions()}
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    (out / "index.html").write_text(render_html(results, meta), encoding="utf-8")
-    return results, meta
+            executor.shutdown(cancel_futures=True)
+
+
+def _quiet_worker():
+    """Pool workers leave Ctrl-C and SIGTERM to the parent, which stops them and cleans up."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+class ReportPathError(ValueError):
+    """`out` cannot take a report: a file, a folder of other files, or a place that cannot be written."""
+
+
+def is_report_folder(path) -> bool:
+    """True if `path` holds a crossent report: a ``meta.json`` whose ``versions`` names crossent."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("versions"), dict) and "crossent" in meta["versions"]
+
+
+def check_output_folder(out, *, force=False) -> Path:
+    """The absolute folder the report for `out` goes to; ReportPathError if it cannot take one.
+
+    Accepted: a new folder (under folders, or places where folders can be
+    made), an empty folder, a previous report, and with `force` any folder but
+    the current or home folder and their parents (the report replaces its folder whole).
+    """
+    shown = repr(str(out))
+    try:
+        target = Path(out).resolve()
+        for what, folder in _protected_folders():
+            if target == folder or target in folder.parents:
+                raise ReportPathError(f"`out` {shown} is or contains {what}; the report replaces its folder "
+                                      "whole, so give it a folder of its own.")
+        if target.is_dir():
+            if any(target.iterdir()) and not force and not is_report_folder(target):
+                raise ReportPathError(f"`out` {shown} is a folder of other files, not a crossent report (it has no "
+                                      "meta.json written by crossent); choose a new or empty folder, or pass "
+                                      "force=True to replace it.")
+        elif target.exists():
+            raise ReportPathError(f"`out` must be a folder, but {shown} is a file.")
+        existing = next(folder for folder in target.parents if folder.exists())
+        if not existing.is_dir():
+            raise ReportPathError(f"`out` {shown} lies inside {str(existing)!r}, which is a file, not a folder.")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ReportPathError(f"`out` {shown} cannot be written: no write permission in {str(existing)!r}.")
+        name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        if len(os.fsencode(target.name)) > name_max:
+            raise ReportPathError(f"`out` {shown}: the folder name is longer than the {name_max} bytes allowed here.")
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise ReportPathError(f"`out` {shown} cannot be used: {getattr(exc, 'strerror', None) or exc}.") from None
+    return target
+
+
+def _protected_folders():
+    """(name, folder) pairs that `out` must neither be nor contain."""
+    folders = [("the current folder", Path.cwd().resolve())]
+    with contextlib.suppress(RuntimeError, KeyError, OSError):  # no home folder known
+        folders.append(("your home folder", Path.home().resolve()))
+    return folders
+
+
+def _make_staging(target, out):
+    """Create the parents of `target` and an empty hidden folder beside it; return it and the first parent made."""
+    created = next((folder for folder in reversed(target.parents) if not folder.exists()), None)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            staging = target.parent / f".crossent-partial-{secrets.token_hex(4)}"
+            try:
+                staging.mkdir()
+                return staging, created
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        _remove_partial(None, target.parent, created)
+        raise ReportPathError(f"`out` {str(out)!r} cannot be written: {exc.strerror or exc}.") from None
+
+
+def _remove_partial(staging, parent, created):
+    """Remove the half-written report `staging` (if any), then the folders from `parent` up to `created` made for it."""
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
+    for folder in (parent, *parent.parents) if created is not None else ():
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
+
+
+def _move_into_place(staging, target, out, force):
+    """Rename the finished report to `target`; a previous report there is replaced whole."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    check_output_folder(out, force=force)  # still a report, or empty: it may have changed during the run
+    old = target.parent / f".crossent-old-{secrets.token_hex(4)}"
+    os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- HTML
@@ -218,52 +358,80 @@ def render_html(results, meta):
 # --------------------------------------------------------------------------- command line
 
 
-def _non_negative_int(text):
+def _integer(text):
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+
+
+def _seed(text):
+    value = _integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED}, got {value}")
     return value
 
 
-def _positive_int(text):
-    value = _non_negative_int(text)
+def _jobs(text):
+    value = _integer(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive number of processes (at most the {available_cores()} "
+                                         f"cores available are used), got {value}")
     return value
 
 
 def add_report_arguments(parser):
     """Add the ``report`` options to an ``argparse`` parser."""
-    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default: ./{DEFAULT_OUT}/)")
+    cores = available_cores()
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help=f"output folder (default: ./{DEFAULT_OUT}/): new, empty, or a previous report, "
+                             "which is replaced whole once the new one is complete")
+    parser.add_argument("--force", action="store_true",
+                        help="replace DIR even if it is a folder of other files (they are deleted)")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and seeds (a few seconds)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed (default: 0)")
-    parser.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                        help="processes for independent training runs (default: 1); results do not depend on it")
+    parser.add_argument("--seed", type=_seed, default=0, help=f"base seed, 0 to {MAX_SEED} (default: 0)")
+    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N",
+                        help=f"processes for independent training runs (default: 1); at most the {cores} cores "
+                             "available to this process are used; results do not depend on it")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
-                        help="no progress bar (it is shown only on a terminal anyway)")
+                        help="no progress bar (it is shown on stderr, and only on a terminal anyway)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (paths and meta.json) instead of text")
     return parser
 
 
 def report_command(args):
-    """Run the report for parsed `args`; return ``(text, data)``: a line for people and a dict for machines."""
-    results, meta = run_report(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs, progress=args.progress)
+    """Run the report for parsed `args`; return ``(text, data)``: a line for people and a dict for machines.
+
+    Notes (``--jobs`` capped) go to stderr; errors about ``--out`` name the option.
+    """
+    cores = available_cores()
+    if args.jobs > cores:
+        print(f"crossent report: --jobs {args.jobs} is more than the {cores} cores available; using {cores}",
+              file=sys.stderr)
+    try:
+        with _sigterm_exits():
+            results, meta = run_report(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs,
+                                       progress=args.progress, force=args.force)
+    except ReportPathError as exc:
+        raise ReportPathError(str(exc).replace("`out`", "--out").replace("force=True", "--force")) from None
     index = Path(args.out) / "index.html"
     text = f"wrote {index} ({len(results['experiments'])} experiments, {meta['run_time_s']} s)"
     data = {"index": str(index), "results": str(Path(args.out) / "results.json"), **meta}
     return text, data
 
 
-def run_from_args(args):
-    """Run the report for parsed `args`; print where it went; return the exit status."""
-    print(report_command(args)[0])
-    return 0
+@contextlib.contextmanager
+def _sigterm_exits():
+    """While the report runs, SIGTERM exits through the clean-up code (status 143) instead of killing at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
 
-def main(argv=None):
-    """``python -m crossent.lab [--out DIR] [--quick] [--seed N] [--jobs N] [--no-progress]``."""
-    parser = argparse.ArgumentParser(prog="crossent report", description="Run the lab and write an HTML report.")
-    add_report_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
