@@ -10,7 +10,7 @@ refused there.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -29,7 +29,7 @@ _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": 
 @dataclass(frozen=True)
 class Implementation:
     name: str
-    run: callable
+    run: Callable  # case -> (loss, grad)
     unsupported: frozenset = frozenset()  # case features it must refuse with a ValueError/TypeError
 
     def __repr__(self):
@@ -47,18 +47,10 @@ def _losses(case, backend, axis=-1):
     return np.asarray(loss), grad.T if axis == 0 else grad
 
 
-@contextlib.contextmanager
-def _numba(enabled):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(crossent.kernels, "use_numba", enabled)
-        yield
-
-
-def _kernel(case, numba, inplace):
+def _kernel(case, backend, inplace):
     logits = np.array(case.logits) if inplace else case.logits  # in place: on a (writeable) copy
-    with _numba(numba):
-        loss, grad = crossent.kernels.softmax_cross_entropy_fused(logits, case.labels, inplace=inplace,
-                                                                  **case.options)
+    loss, grad = crossent.kernels.softmax_cross_entropy_fused(logits, case.labels, inplace=inplace, backend=backend,
+                                                              **case.options)
     if inplace:
         assert grad is logits, "inplace=True must return the logits' own buffer"
     return np.asarray(loss), grad
@@ -90,7 +82,7 @@ def _torch_options(case):
 
 def _backward(loss, logits):
     (loss.sum() if loss.ndim else loss).backward()
-    return _to_numpy(loss), _to_numpy(logits.grad) if logits.grad is not None else np.zeros(logits.shape)
+    return _to_numpy(loss), _to_numpy(logits.grad)
 
 
 def _torch_cross_entropy(case, inplace_backward=False, plain=False):
@@ -127,11 +119,11 @@ IMPLEMENTATIONS = [
     Implementation("losses.reference", lambda case: _losses(case, "reference")),
     Implementation("losses.auto", lambda case: _losses(case, "auto")),
     Implementation("losses.auto.axis0", lambda case: _losses(case, "auto", axis=0)),
-    Implementation("kernels.numpy", lambda case: _kernel(case, False, False), LOW_PRECISION),
-    Implementation("kernels.numpy.inplace", lambda case: _kernel(case, False, True), LOW_PRECISION),
-    Implementation("kernels.numba", lambda case: _kernel(case, True, False),
+    Implementation("kernels.numpy", lambda case: _kernel(case, "numpy", False), LOW_PRECISION),
+    Implementation("kernels.numpy.inplace", lambda case: _kernel(case, "numpy", True), LOW_PRECISION),
+    Implementation("kernels.numba", lambda case: _kernel(case, "numba", False),
                    LOW_PRECISION | {"float64", "probability_targets"}),
-    Implementation("kernels.numba.inplace", lambda case: _kernel(case, True, True),
+    Implementation("kernels.numba.inplace", lambda case: _kernel(case, "numba", True),
                    LOW_PRECISION | {"float64", "probability_targets"}),
     Implementation("torch.fused", lambda case: _torch_cross_entropy(case)),
     Implementation("torch.fused.inplace_backward", lambda case: _torch_cross_entropy(case, inplace_backward=True)),

@@ -40,62 +40,34 @@ RTOL = {
 
 # What fails today, grouped by defect: {defect: {case id: "implementation names"}}.  Each pair is a
 # strict expected failure (an unexpected pass fails the run): remove it when its fix lands.
-SHIFTED_FRAME = ("{} computes outside the shifted frame (lse - x_c, W*lse - sum w_c x_c, or sum Q*lse - sum Q x): "
-                 "it cancels at a large common offset (huge equal logits cost 0, not log C) and overflows near the "
-                 "dtype's max")
+SHIFTED_FRAME = ("{} computes outside the shifted frame (log_probs = logits - lse; lse - (1 - eps) x_y - eps/V sum x): "
+                 "it cancels at a large common offset (huge equal logits cost 0, not log C)")
+SMOOTHING_SUM_OVERFLOW = ("the smoothing sum sum_c w_c (lse - x_c) overflows to inf near the dtype's max (float32: "
+                          "in float32) although the row's loss, 0.95 * max, is finite")
 LOG1P = ("lse = m + log(sum_c e^(x_c - m)) errs by about one ulp of the sum (float32 sums: 6e-8), so a loss near 0 "
          "loses its digits: a confident row (log1p of the non-maximal mass keeps them), or a z_loss zeta lse^2 "
          "with lse near 0")
 ZERO_TIMES_INF = ("a zero coefficient times the infinite lse - x_c of a masked class gives NaN, where it must count 0: "
-                  "the integer target term (1 - eps) w_y with class weight 0 or label_smoothing = 1, or the "
-                  "probability-target term (1 - eps) sum_c w_c t_c x_c with label_smoothing = 1")
-FUSED_EMPTY_MEAN_INF = ("the fused kernels' mean with denominator 0 multiplies the summed rows by a scale of 0: an "
-                        "infinite row (a masked class under smoothing) makes it inf * 0 = NaN instead of 0")
-NUMPY_IGNORED_ROW_WARNING = ("the NumPy kernel computes the target term of an ignored row too (its placeholder label "
-                             "0): with class 0 masked that is 0 * inf, a RuntimeWarning (an error in this suite)")
-NUMBA_NOT_REFUSING = ("the Numba kernel selected, float64 logits or probability targets silently run on the NumPy "
-                      "backend instead of being refused (no `backend=` keyword yet)")
-NUMBA_READONLY = "the Numba kernel raises a numba TypingError on read-only float32 logits"
+                  "plain torch's integer target term (1 - eps) w_y with class weight 0 or label_smoothing = 1; the "
+                  "NumPy kernel's probability-target term (1 - eps) sum_c w_c t_c x_c with label_smoothing = 1 "
+                  "(a RuntimeWarning, then NaN)")
+EMPTY_MEAN_INF = ("a mean with denominator 0 multiplies the summed rows by a scale of 0: an infinite row (a masked "
+                  "class under smoothing) makes it inf * 0 = NaN (a RuntimeWarning) instead of 0")
 PLAIN_EMPTY_MEAN = ("plain torch: a mean whose denominator is 0 (zero total weight) returns the rows' smoothing and "
                     "z_loss costs instead of 0")
 PLAIN_IGNORED_ALL_MASKED = "plain torch: an ignored row that is -inf everywhere gets a NaN gradient"
 PLAIN_KEPT_ALL_MASKED = "plain torch: a kept row that is -inf everywhere is not a ValueError"
 LINEAR_KEPT_ALL_MASKED = ("linear_cross_entropy: a kept row whose logits are all -inf (one class: no 0 * -inf in the "
                           "product to make it NaN) is not a ValueError")
-PROB_IGNORE_CLASS = ("probability targets with a non-negative ignore_index are not refused (the kernels and "
-                     "crossent.torch drop it silently; PyTorch refuses it)")
-LOSSES_PROB_NEGATIVE_IGNORE = ("crossent.losses refuses ignore_index=-100 with probability targets, which the rules "
-                               "(CrossEntropyOptions.for_probability_targets) drop")
-LOSSES_BFLOAT16_TARGETS = ("crossent.losses refuses bfloat16 probability targets (TypeError), though bfloat16 arrays "
-                           "are read as float32 everywhere else")
+PROB_IGNORE_CLASS = ("crossent.torch: probability targets with a non-negative ignore_index are not refused (dropped "
+                     "silently; PyTorch and the rules refuse it)")
 
 _FUSED = ("losses.auto losses.auto.axis0 kernels.numpy kernels.numpy.inplace kernels.numba kernels.numba.inplace "
           "torch.fused torch.fused.inplace_backward")
 _FUSED_NUMPY = ("losses.auto losses.auto.axis0 kernels.numpy kernels.numpy.inplace torch.fused "
                 "torch.fused.inplace_backward")
-_NUMBA = "kernels.numba kernels.numba.inplace"
 KNOWN_FAILURES: dict[str, dict[str, str]] = {
-    SHIFTED_FRAME.format("crossent._softmax_ce.softmax_ce_2d (backend='reference')"): {
-        "huge_equal-float32": "losses.reference",
-        "huge_equal-float64": "losses.reference",
-        "huge_equal_smoothing_none-float32": "losses.reference",
-        "huge_equal_smoothing_none-float64": "losses.reference",
-        "offset_1e12_int-float64": "losses.reference",
-        "offset_1e12_int_smoothing_sum-float64": "losses.reference",
-    },
-    SHIFTED_FRAME.format("the fused kernels (numpy_blocked, numba_fused)"): {
-        "huge_equal-float32": _FUSED,
-        "huge_equal-float64": _FUSED_NUMPY,
-        "huge_equal_smoothing_none-float32": _FUSED,
-        "huge_equal_smoothing_none-float64": _FUSED_NUMPY,
-        "offset_1e5_prob-float32": _FUSED_NUMPY,
-        "offset_1e6_prob-float32": _FUSED_NUMPY,
-        "offset_1e12_int-float64": _FUSED_NUMPY,
-        "offset_1e12_int_smoothing_sum-float64": _FUSED_NUMPY,
-        "near_max_smoothing_none-float64": _FUSED_NUMPY,  # W * lse overflows (a RuntimeWarning, then inf)
-        "one_class_prob-float32": _FUSED_NUMPY,  # mass * lse - sum q x: about 1e-16, not 0
-    },
-    SHIFTED_FRAME.format("the plain-torch path (log_probs = logits - lse)"): {
+    SHIFTED_FRAME.format("the plain-torch path"): {
         "huge_equal-float32": "torch.plain",
         "huge_equal-float64": "torch.plain",
         "huge_equal_smoothing_none-float32": "torch.plain",
@@ -105,15 +77,17 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
         "offset_1e5_prob_z_loss-float32": "torch.plain",
         "offset_1e12_int-float64": "torch.plain",
         "offset_1e12_int_smoothing_sum-float64": "torch.plain",
-        "near_max_smoothing_none-float32": "torch.plain",
-        "near_max_smoothing_none-float64": "torch.plain",
     },
-    SHIFTED_FRAME.format("linear_cross_entropy (lse - (1 - eps) x_y - eps/V sum x)"): {
+    SHIFTED_FRAME.format("linear_cross_entropy"): {
         "huge_equal-float32": "torch.linear",
         "huge_equal-float64": "torch.linear",
         "huge_equal_smoothing_none-float32": "torch.linear",
         "huge_equal_smoothing_none-float64": "torch.linear",
         "offset_1e12_int-float64": "torch.linear",
+    },
+    SMOOTHING_SUM_OVERFLOW: {
+        "near_max_smoothing_none-float32": _FUSED + " torch.plain",
+        "near_max_smoothing_none-float64": _FUSED_NUMPY + " torch.plain",
     },
     LOG1P: {
         "confident_row-float32": _FUSED + " torch.plain torch.linear",
@@ -121,45 +95,16 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
         "z_loss_lse_near_zero-float32": _FUSED + " torch.plain",
     },
     ZERO_TIMES_INF: {
-        "mask_target_weight_zero-float32": _FUSED + " torch.plain",
-        "mask_target_weight_zero-float64": _FUSED_NUMPY + " torch.plain",
-        "mask_target_smoothing_1-float32": _FUSED + " torch.plain",
-        "mask_target_smoothing_1-float64": _FUSED_NUMPY + " torch.plain",
+        "mask_target_weight_zero-float32": "torch.plain",
+        "mask_target_weight_zero-float64": "torch.plain",
+        "mask_target_smoothing_1-float32": "torch.plain",
+        "mask_target_smoothing_1-float64": "torch.plain",
         "mask_prob_target_smoothing_1-float32": _FUSED_NUMPY,
         "mask_prob_target_smoothing_1-float64": _FUSED_NUMPY,
     },
-    FUSED_EMPTY_MEAN_INF: {
-        "zero_total_weight_mean_masked-float32": _FUSED,
-        "zero_total_weight_mean_masked-float64": _FUSED_NUMPY,
-    },
-    NUMPY_IGNORED_ROW_WARNING: {
-        "mask_ignored_row_class0_masked-float32": "kernels.numpy kernels.numpy.inplace",
-        "mask_ignored_row_class0_masked-float64": _FUSED_NUMPY,
-    },
-    NUMBA_READONLY: {
-        "readonly_frombuffer-float32": "losses.auto losses.auto.axis0 kernels.numba",
-        "readonly_setflags-float32": "losses.auto losses.auto.axis0 kernels.numba",
-    },
-    NUMBA_NOT_REFUSING: {
-        case: _NUMBA for case in [
-            "pairs01-float64-n1c1-prob-ls0.1-w_positive-ignore_none-z0.001-sum",
-            "pairs04-float64-n3c2-prob-ls0-w_none-ignore_none-z0-mean",
-            "pairs08-float32-n3c2-prob-ls0.1-w_zeros-ignore_none-z0-sum",
-            "pairs11-float64-n7c5-int-ls0-w_zeros-ignore_all-z0.001-none",
-            "pairs14-float64-n0c33-prob-ls1-w_positive-ignore_none-z0.001-none",
-            "pairs16-float64-n0c1-int-ls0-w_none-ignore_some-z0-sum",
-            "huge_equal-float64", "huge_equal_smoothing_none-float64", "offset_1e5_prob-float32",
-            "offset_1e6_prob-float32", "offset_1e5_prob_z_loss-float32", "offset_1e12_int-float64",
-            "offset_1e12_int_smoothing_sum-float64", "near_max_sum-float64", "near_max_smoothing_none-float64",
-            "subnormal_differences-float64", "confident_row-float64", "mask_non_target-float64",
-            "mask_target_weight_zero-float64", "mask_target-float64", "mask_target_smoothing_1-float64",
-            "mask_smoothing_weight_zero-float64", "mask_prob_zero_mass-float32", "mask_prob_zero_mass-float64",
-            "mask_prob_target_smoothing_1-float32", "mask_prob_target_smoothing_1-float64",
-            "mask_ignored_all_masked_row-float64", "wide_rows-float64", "wide_rows_prob-float32",
-            "prob_ignore_index_negative-float64", "prob_ignore_index_class-float64", "readonly_frombuffer-float64",
-            "readonly_setflags_prob-float32", "zero_total_weight_mean_masked-float64",
-            "mask_ignored_row_class0_masked-float64", "one_class_prob-float32", "one_class_prob-float64",
-        ]
+    EMPTY_MEAN_INF: {
+        "zero_total_weight_mean_masked-float32": "losses.reference " + _FUSED,
+        "zero_total_weight_mean_masked-float64": "losses.reference " + _FUSED_NUMPY,
     },
     PLAIN_EMPTY_MEAN: {
         "pairs02-float16-n3c1-int-ls1-w_zeros-ignore_some-z0.001-mean": "torch.plain",
@@ -181,15 +126,7 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
         "mask_kept_all_masked_one_class-float32": "torch.linear",
     },
     PROB_IGNORE_CLASS: {
-        "prob_ignore_index_class-float64": "kernels.numpy kernels.numpy.inplace torch.fused torch.fused.inplace_backward "
-                                           "torch.plain",
-    },
-    LOSSES_PROB_NEGATIVE_IGNORE: {
-        "prob_ignore_index_negative-float64": "losses.reference losses.auto losses.auto.axis0",
-    },
-    LOSSES_BFLOAT16_TARGETS: {
-        "pairs06-bfloat16-n0c2-prob-ls0.1-w_zeros-ignore_none-z0.001-none": "losses.reference losses.auto "
-                                                                            "losses.auto.axis0",
+        "prob_ignore_index_class-float64": "torch.fused torch.fused.inplace_backward torch.plain",
     },
 }
 
@@ -234,11 +171,10 @@ def assert_matches_reference(case, loss, grad, ref=None, *, check_loss=True, che
     rtol, info = RTOL[dtype], _finfo(dtype)
 
     got = _wide(loss)
-    overflow = np.abs(ref.loss) > reference.WIDE(info.max)
-    with np.errstate(invalid="ignore"):
-        loss_ok = not check_loss or np.where(overflow, got == np.sign(ref.loss) * np.inf,
-                           np.abs(got - ref.loss) <= rtol * np.abs(ref.loss) + float(info.smallest_normal))
-    assert np.all(loss_ok), (
+    with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: judged below
+        close = np.abs(got - ref.loss) <= rtol * np.abs(ref.loss) + float(info.smallest_normal)
+        loss_ok = np.where(np.abs(ref.loss) > reference.WIDE(info.max), got == np.sign(ref.loss) * np.inf, close)
+    assert not check_loss or loss_ok.all(), (
         f"loss {np.asarray(got, np.float64)} != reference {np.asarray(ref.loss, np.float64)} (rtol {rtol:g})")
 
     if not check_grad:
@@ -280,6 +216,8 @@ def test_known_failures_name_real_pairs():
 
 @pytest.mark.parametrize("case, impl", _pairs(lambda case, impl: _supported(case, impl) and not case.raises))
 def test_matches_reference(case, impl):
+    if "float64" in case.features and not reference.IS_WIDER_THAN_FLOAT64:
+        pytest.skip("np.longdouble is float64 here: no higher-precision reference for float64")
     loss, grad = impl.run(case)
     assert_matches_reference(case, loss, grad)
 
@@ -377,13 +315,6 @@ def test_reference_log_softmax_matches_mpmath(case):
                 assert abs(p[i, j] - wide(mpmath.exp(-exact))) <= 1e-17 * wide(mpmath.exp(-exact)), (i, j)
 
 
-def test_reference_is_wider_than_float64():
-    """Without an extended long double (e.g. on arm64 macOS) the float64 rows would not be decisive."""
-    if not reference.IS_WIDER_THAN_FLOAT64:
-        pytest.skip("np.longdouble is float64 on this platform")
-    assert np.finfo(reference.WIDE).eps < 1e-18
-
-
 # --------------------------------------------------------------------------- property test
 
 
@@ -417,50 +348,47 @@ def known_defect(case, impl, ref) -> str | None:
     integer = not case.probability_targets
     kept = case.labels != case.ignore_index if integer and case.ignore_index is not None else np.ones(len(x), bool)
     all_masked = ~np.isfinite(x).any(axis=1)
-    empty_mean = case.reduction == "mean" and ref is not None and not (ref.grad_terms > 0).any()
-    if impl.name.startswith("kernels.numba") and not _supported(case, impl):
-        return NUMBA_NOT_REFUSING
+    weight = np.ones(x.shape[1]) if case.class_weight is None else case.class_weight
+    empty_mean = case.reduction == "mean" and ref is not None and len(x) and not (ref.grad_terms > 0).any()
     if impl.name == "torch.plain":
         if (all_masked & kept).any():
             return PLAIN_KEPT_ALL_MASKED
         if all_masked.any():
             return PLAIN_IGNORED_ALL_MASKED
-        if empty_mean and len(x):
+        if empty_mean:
             return PLAIN_EMPTY_MEAN
-    if impl.name.startswith(("losses.auto", "kernels.", "torch.fused")) and empty_mean and len(x):
-        with np.errstate(invalid="ignore"):
-            if np.isinf(reference.softmax_cross_entropy(x, case.labels, **{**case.options, "reduction": "sum"}).loss):
-                return FUSED_EMPTY_MEAN_INF
-    numpy_kernel = impl.name.startswith("kernels.numpy") or (
-        impl.name.startswith(("losses.auto", "torch.fused")) and case.logits.dtype == np.float64)
-    if numpy_kernel and integer and (~kept & (x[:, 0] == -np.inf)).any():
-        return NUMPY_IGNORED_ROW_WARNING
-    if impl.name == "torch.linear" and x.shape[1] == 1 and all_masked.any():
-        return LINEAR_KEPT_ALL_MASKED  # one class: -inf passes the identity product, nothing to refuse it
-    if impl.name != "losses.reference":
-        weight = np.ones(x.shape[1]) if case.class_weight is None else case.class_weight
         if integer:
             y = np.where(kept, case.labels, 0)
             masked_target = kept & (x[np.arange(len(x)), y] == -np.inf)
             if (masked_target & ((1 - case.label_smoothing) * weight[y] == 0)).any():
                 return ZERO_TIMES_INF
-        elif case.label_smoothing == 1 and ((x == -np.inf) & (case.labels * weight > 0)).any():
+    if impl.name == "torch.linear" and x.shape[1] == 1 and all_masked.any():
+        return LINEAR_KEPT_ALL_MASKED  # one class: -inf passes the identity product, nothing to refuse it
+    if empty_mean:
+        with np.errstate(invalid="ignore"):
+            if np.isinf(reference.softmax_cross_entropy(x, case.labels, **{**case.options, "reduction": "sum"}).loss):
+                return EMPTY_MEAN_INF
+    numpy_kernel = impl.name.startswith(("losses.auto", "kernels.numpy", "torch.fused"))
+    if numpy_kernel and not integer and case.label_smoothing == 1:
+        if ((x == -np.inf) & (case.labels * weight > 0)).any():
             return ZERO_TIMES_INF
     return None
 
 
 def _near_zero_loss(case) -> bool:
-    """LOG1P: a row with lse - max(x) (or, with z_loss, lse) below what the dtype's sum keeps; also SHIFTED_FRAME:
-    probability targets with lse - max(x) = 0 (one class) give about 1e-16 for 0."""
+    """LOG1P: a row with 0 < lse - max(x) (or, with z_loss, |lse|) below what the dtype's sum keeps."""
     x = case.logits.astype(np.float64)
     x = x[np.isfinite(x).any(axis=1)]
     if not len(x):
         return False
     lse, _, _ = reference.log_softmax(x)
     limit = 3 * np.finfo(case.logits.dtype).eps / RTOL[case.logits.dtype]
-    return bool((lse - x.max(axis=1) < limit).any() or (case.z_loss and (np.abs(lse) < limit).any()))
+    gap = lse - x.max(axis=1)
+    return bool(((gap > 0) & (gap < limit)).any() or (case.z_loss and (np.abs(lse) < limit).any()))
 
 
+# The gate profile leaves hypothesis's default of 100 examples: 12 per implementation keep the run short;
+# the explore profile's own number (2000) is used as it is.
 PROPERTY = settings(max_examples=12 if settings.default.max_examples == 100 else settings.default.max_examples)
 
 
@@ -484,7 +412,7 @@ def test_random_cases_match_reference(impl, case):
             impl.run(case)
     else:
         loss, grad = impl.run(case)
-        # LOG1P, SHIFTED_FRAME: a loss near 0 is not exact yet, nor is a z_loss gradient 2 zeta lse p there.
+        # LOG1P: a loss near 0 is not exact yet, nor is a z_loss gradient 2 zeta lse p there.
         near_zero = _near_zero_loss(case)
         assert_matches_reference(case, loss, grad, ref, check_loss=not near_zero,
                                  check_grad=not (near_zero and case.z_loss))
