@@ -48,9 +48,12 @@ LOG1P = ("lse = m + log(sum_c e^(x_c - m)) errs by about one ulp of the sum (flo
          "loses its digits: a confident row (log1p of the non-maximal mass keeps them), or a z_loss zeta lse^2 "
          "with lse near 0")
 ZERO_TIMES_INF = ("a zero coefficient times the infinite lse - x_c of a masked class gives NaN, where it must count 0: "
-                  "plain torch's integer target term (1 - eps) w_y with class weight 0 or label_smoothing = 1; the "
-                  "NumPy kernel's probability-target term (1 - eps) sum_c w_c t_c x_c with label_smoothing = 1 "
-                  "(a RuntimeWarning, then NaN)")
+                  "{}")
+ZERO_TIMES_INF_PLAIN = ZERO_TIMES_INF.format(
+    "plain torch's integer target term (1 - eps) w_y (lse - x_y) with class weight 0 or label_smoothing = 1")
+ZERO_TIMES_INF_PROBABILITIES = ZERO_TIMES_INF.format(
+    "the NumPy kernel's probability-target term (1 - eps) sum_c w_c t_c x_c with label_smoothing = 1 (a "
+    "RuntimeWarning, then NaN for +inf)")
 EMPTY_MEAN_INF = ("a mean with denominator 0 multiplies the summed rows by a scale of 0: an infinite row (a masked "
                   "class under smoothing) makes it inf * 0 = NaN (a RuntimeWarning) instead of 0")
 PLAIN_EMPTY_MEAN = ("plain torch: a mean whose denominator is 0 (zero total weight) returns the rows' smoothing and "
@@ -94,11 +97,13 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
         "confident_row-float64": "losses.reference " + _FUSED_NUMPY + " torch.plain torch.linear",
         "z_loss_lse_near_zero-float32": _FUSED + " torch.plain",
     },
-    ZERO_TIMES_INF: {
+    ZERO_TIMES_INF_PLAIN: {
         "mask_target_weight_zero-float32": "torch.plain",
         "mask_target_weight_zero-float64": "torch.plain",
         "mask_target_smoothing_1-float32": "torch.plain",
         "mask_target_smoothing_1-float64": "torch.plain",
+    },
+    ZERO_TIMES_INF_PROBABILITIES: {
         "mask_prob_target_smoothing_1-float32": _FUSED_NUMPY,
         "mask_prob_target_smoothing_1-float64": _FUSED_NUMPY,
     },
@@ -361,7 +366,7 @@ def known_defect(case, impl, ref) -> str | None:
             y = np.where(kept, case.labels, 0)
             masked_target = kept & (x[np.arange(len(x)), y] == -np.inf)
             if (masked_target & ((1 - case.label_smoothing) * weight[y] == 0)).any():
-                return ZERO_TIMES_INF
+                return ZERO_TIMES_INF_PLAIN
     if impl.name == "torch.linear" and x.shape[1] == 1 and all_masked.any():
         return LINEAR_KEPT_ALL_MASKED  # one class: -inf passes the identity product, nothing to refuse it
     if empty_mean:
@@ -371,7 +376,7 @@ def known_defect(case, impl, ref) -> str | None:
     numpy_kernel = impl.name.startswith(("losses.auto", "kernels.numpy", "torch.fused"))
     if numpy_kernel and not integer and case.label_smoothing == 1:
         if ((x == -np.inf) & (case.labels * weight > 0)).any():
-            return ZERO_TIMES_INF
+            return ZERO_TIMES_INF_PROBABILITIES
     return None
 
 
