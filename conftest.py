@@ -7,7 +7,7 @@ import pytest
 
 collect_ignore = []
 if importlib.util.find_spec("torch") is None:
-    collect_ignore.append("src/crossent/torch.py")
+    collect_ignore.append("src/crossent/torch")
 if importlib.util.find_spec("matplotlib") is None:
     collect_ignore.append("src/crossent/lab")
 

@@ -57,6 +57,7 @@ targets; ``target`` in :mod:`crossent.torch`, PyTorch's name),
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ def check_nonnegative_scalar(value, name: str) -> float:
         >>> check_nonnegative_scalar(0.5, "z_loss")
         0.5
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (np.isfinite(value) and value >= 0):
+    # math.isfinite (not np.isfinite): plain Python, so torch.compile folds the check instead of breaking the graph.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
         raise ValueError(f"`{name}` must be a finite non-negative number, got {value!r}.")
     return float(value)
 

@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from . import measures
+from ._cli_eval import add_eval_parser
 
 EXIT_FAILURE = 1  # the command could not finish: a file could not be written, a module is missing
 EXIT_USAGE = 2  # bad input: an option, a number, a path
@@ -224,6 +225,7 @@ SUBCOMMANDS = [
     _add_cross_entropy_parser,
     _add_kl_parser,
     _add_js_parser,
+    add_eval_parser,
 ]
 
 

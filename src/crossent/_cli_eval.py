@@ -1,0 +1,222 @@
+"""``crossent eval``: exact metrics of predictions in files larger than memory.
+
+Registered by :mod:`crossent.cli` (``add_eval_parser`` in its SUBCOMMANDS);
+it follows that module's pattern: the parser sets ``run=run_eval``, which
+returns an ``Output`` (text for people, a dict for ``--json``), and bad input
+is a `ValueError` that the command turns into one line and exit status 2.
+Files are read in bounded batches (:mod:`crossent.metrics.io`) into one
+:class:`crossent.metrics.Accumulator`; the reliability diagram is written to a
+temporary file and renamed into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+BATCH_BYTES = 32 << 20  # the default batch: 32 MiB of float64 predictions, far below the 512 MiB budget
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_eval_parser(subparsers):
+    """Add ``crossent eval`` to the ``crossent`` command's subparsers."""
+    help = "exact metrics (NLL, perplexity, accuracy, calibration) of predictions in .npy, Parquet or CSV files"
+    parser = subparsers.add_parser(
+        "eval", help=help, description=help[:1].upper() + help[1:] + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  crossent eval logits.npy --labels labels.npy\n"
+               "  crossent eval part-*.parquet --column logits --labels label --json\n"
+               "  crossent eval preds.csv --probs --labels y --reliability-plot reliability.png\n",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help=".npy, .parquet or .csv files of predictions")
+    parser.add_argument("--labels", action="append", required=True, metavar="FILE_OR_COLUMN",
+                        help="a .npy of integer labels per .npy FILE (repeat it per file), or the label column")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--logits", dest="kind", action="store_const", const="logits",
+                      help="the predictions are logits (default for .npy and Parquet)")
+    kind.add_argument("--probs", dest="kind", action="store_const", const="probs",
+                      help="the predictions are probabilities (default for CSV)")
+    parser.add_argument("--column", action="append", metavar="NAME",
+                        help="Parquet: the list column of predictions; CSV: a prediction column (repeat; "
+                             "default: every column but the labels)")
+    parser.add_argument("--ignore-index", type=int, default=None, metavar="N", help="label of rows that do not count")
+    parser.add_argument("--bins", type=_positive, default=15, help="confidence bins of ECE/MCE (default 15)")
+    parser.add_argument("--top-k", type=_positive, default=None, metavar="K",
+                        help="k of the top-k accuracy (default 5, or the number of classes if fewer)")
+    parser.add_argument("--batch-rows", type=_positive, default=None, metavar="N",
+                        help="rows read per batch (default: 32 MiB of predictions); lower it to use less memory")
+    parser.add_argument("--base", type=float, default=None, metavar="B", help="also report the NLL in log-B units")
+    parser.add_argument("--normalize", action="store_true",
+                        help="divide each row of probabilities by its sum (otherwise rows must sum to 1)")
+    parser.add_argument("--reliability-plot", metavar="PNG", help="write the reliability diagram (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.set_defaults(run=run_eval)
+
+
+def _label_sources(args) -> list[str]:
+    npy = [f for f in args.files if f.lower().endswith(".npy")]
+    if npy and len(npy) != len(args.files):
+        raise ValueError("mix of .npy and other files: evaluate them in separate runs")
+    if npy:
+        if len(args.labels) != len(npy):
+            raise ValueError(f"{len(npy)} .npy file(s) need as many --labels .npy files, got {len(args.labels)}")
+        return list(args.labels)
+    if len(args.labels) != 1:
+        raise ValueError("--labels names one label column for Parquet and CSV files")
+    return args.labels * len(args.files)
+
+
+def _normalized(path, lo, pred):
+    totals = pred.sum(axis=-1, keepdims=True, dtype=np.float64)
+    if pred.ndim != 2:
+        raise ValueError(f"{path}: --normalize needs rows of probabilities, not binary ones")
+    if (pred < 0).any() or not np.isfinite(pred).all() or (totals <= 0).any():
+        row = int(np.argmax((pred < 0).any(axis=1) | ~np.isfinite(pred).all(axis=1) | (totals[:, 0] <= 0)))
+        raise ValueError(f"{path}: row {lo + row}: --normalize needs finite non-negative values with a positive sum")
+    return pred / totals
+
+
+class _Progress:
+    """``\\r<rows> rows, <rate> rows/s`` on stderr, when it is a terminal and not turned off."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def show(self, rows: int, final: bool = False):
+        now = time.perf_counter()
+        if self.enabled and (final or now - self.last > 0.2):
+            self.last = now
+            rate = rows / max(now - self.start, 1e-9)
+            print(f"\r{rows:,} rows, {rate:,.0f} rows/s", end="\n" if final else "", file=sys.stderr, flush=True)
+
+
+def run_eval(args):
+    """Read every file in batches into one accumulator; return the cli's Output."""
+    from .cli import Output
+    from .metrics import Accumulator
+    from .metrics import io as readers
+    from .metrics.accumulator import DEFAULT_TOP_K, shift_rows_in_message
+
+    sources = _label_sources(args)
+    acc = Accumulator(bins=args.bins, top_k=DEFAULT_TOP_K if args.top_k is None else args.top_k,
+                      ignore_index=args.ignore_index, base=args.base)
+    progress = _Progress(not args.no_progress)
+    rows = 0
+    for path, labels in zip(args.files, sources):
+        kind = args.kind or ("probs" if path.lower().endswith(".csv") else "logits")
+        batch_rows = args.batch_rows or _default_batch_rows(path, args.column)
+        empty = True
+        for lo, pred, lab in readers.batches(path, labels=labels, column=args.column, batch_rows=batch_rows):
+            empty = False
+            if args.normalize and kind == "probs":
+                pred = _normalized(path, lo, pred)
+            try:
+                acc.update(labels=lab, **{kind: pred})
+            except (ValueError, TypeError) as exc:
+                hint = "; --normalize divides each row by its sum" if "`probs`" in str(exc) and pred.ndim == 2 and \
+                    not args.normalize else ""
+                raise type(exc)(f"{path}: {shift_rows_in_message(str(exc), lo)}{hint}") from None
+            rows += len(lab)
+            progress.show(rows)
+        if empty:
+            raise ValueError(f"{path}: no rows")
+    progress.show(rows, final=True)
+    result = acc.result()
+    if args.reliability_plot:
+        _write_reliability_plot(result, args.reliability_plot)
+    return Output(_text(result, args, len(args.files)), _json(result))
+
+
+def _default_batch_rows(path: str, column) -> int:
+    """Rows per batch so that a batch holds about BATCH_BYTES of float64 predictions (CSV: of Python floats)."""
+    lower = path.lower()
+    classes, value_bytes = 1, 8
+    if lower.endswith(".npy"):
+        from .metrics.io import npy_header
+
+        shape = npy_header(path)[0]
+        classes = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    elif lower.endswith(".csv"):
+        from .metrics.io import csv_header
+
+        classes, value_bytes = len(csv_header(path)), 32  # a Python float and its list slot
+    elif column and len(column) == 1:
+        from .metrics.io import parquet_values_per_row
+
+        classes = parquet_values_per_row(path, column[0])
+    return max(1, BATCH_BYTES // (value_bytes * max(classes, 1)))
+
+
+def _text(result: dict, args, n_files: int) -> str:
+    def f(x):
+        return f"{x:.6g}" if math.isfinite(x) else str(x)
+
+    k = args.top_k or 5
+    nll = f"{f(result['nll'])} nats"
+    if "nll_base" in result:
+        nll += f" ({f(result['nll_base'])} in base {args.base:g})"
+    rows = [("nll", nll), ("perplexity", f(result["perplexity"])), ("accuracy", f(result["accuracy"])),
+            (f"top-{k} accuracy", f(result["top_k_accuracy"])), ("entropy", f"{f(result['entropy'])} nats"),
+            ("brier", f(result["brier"])), ("ECE", f"{f(result['ece'])} ({args.bins} bins)"),
+            ("MCE", f(result["mce"]))]
+    lines = [f"{result['count']:,} rows ({result['ignored']:,} ignored) from {n_files} file(s), "
+             f"total weight {f(result['total_weight'])}"]
+    lines += [f"  {name:<16}{value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _json(result: dict) -> dict:
+    def number(x):
+        x = float(x)
+        return x if math.isfinite(x) else str(x)  # JSON has no NaN or infinity
+
+    data = {k: (number(v) if isinstance(v, float) else v) for k, v in result.items() if k != "bins"}
+    data["bins"] = {k: [number(x) if k != "count" else int(x) for x in v] for k, v in result["bins"].items()}
+    return data
+
+
+def _write_reliability_plot(result: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--reliability-plot needs matplotlib: pip install 'crossent[lab]'") from None
+    bins = result["bins"]
+    edges = bins["edges"]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    filled = bins["count"] > 0
+    ax.bar(edges[:-1][filled], bins["accuracy"][filled], width=np.diff(edges)[filled], align="edge",
+           edgecolor="black", color="#4878cf", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+           title=f"ECE {result['ece']:.4f}, {result['count']:,} rows")
+    ax.legend(loc="upper left")
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)  # the file appears only once it is complete
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
