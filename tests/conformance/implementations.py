@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
-import pytest
 import torch
 
 import crossent.kernels
 import crossent.torch
 from crossent import losses
+from crossent.torch._plain import cross_entropy_plain
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
                  "bfloat16": torch.bfloat16}
@@ -85,14 +85,17 @@ def _backward(loss, logits):
     return _to_numpy(loss), _to_numpy(logits.grad)
 
 
-def _torch_cross_entropy(case, inplace_backward=False, plain=False):
+def _torch_cross_entropy(case, **keywords):
     logits = _to_torch(case.logits).requires_grad_(True)
     z_loss = dict(z_loss=case.z_loss) if case.z_loss else {}
-    with pytest.MonkeyPatch.context() as patch:
-        if plain:
-            patch.setattr(crossent.torch, "_fused_device", lambda tensor: False)
-        loss = crossent.torch.cross_entropy(logits, _to_torch(case.labels), **_torch_options(case), **z_loss,
-                                            inplace_backward=inplace_backward)
+    loss = crossent.torch.cross_entropy(logits, _to_torch(case.labels), **_torch_options(case), **z_loss, **keywords)
+    return _backward(loss, logits)
+
+
+def _torch_cross_entropy_plain(case):
+    logits = _to_torch(case.logits).requires_grad_(True)
+    z_loss = dict(z_loss=case.z_loss) if case.z_loss else {}
+    loss = cross_entropy_plain(logits, _to_torch(case.labels), **_torch_options(case), **z_loss)
     return _backward(loss, logits)
 
 
@@ -127,7 +130,7 @@ IMPLEMENTATIONS = [
                    LOW_PRECISION | {"float64", "probability_targets"}),
     Implementation("torch.fused", lambda case: _torch_cross_entropy(case)),
     Implementation("torch.fused.inplace_backward", lambda case: _torch_cross_entropy(case, inplace_backward=True)),
-    Implementation("torch.plain", lambda case: _torch_cross_entropy(case, plain=True)),
+    Implementation("torch.plain", _torch_cross_entropy_plain),
     Implementation("torch.linear", _linear_cross_entropy,
                    frozenset({"class_weight", "z_loss", "probability_targets", "masked"})),
 ]
