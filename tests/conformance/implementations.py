@@ -1,0 +1,136 @@
+"""Every implementation of softmax cross-entropy, one line each: a name, an adapter, what it does not support.
+
+An adapter takes a :class:`cases.Case` and returns ``(loss, grad)`` as NumPy
+arrays in the dtype the implementation returns (bfloat16 as ``ml_dtypes``),
+``grad`` the (N, C) gradient of the reduced loss with respect to the logits
+(of the sum of the rows, for ``"none"``).  It passes every option the case
+sets, so that an unsupported one reaches the implementation and must be
+refused there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import torch
+
+import crossent.kernels
+import crossent.torch
+from crossent import losses
+from crossent.torch._plain import cross_entropy_plain
+
+_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
+                 "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Implementation:
+    name: str
+    run: Callable  # case -> (loss, grad)
+    unsupported: frozenset = frozenset()  # case features it must refuse with a ValueError/TypeError
+
+    def __repr__(self):
+        return self.name
+
+
+# --------------------------------------------------------------------------- NumPy
+
+
+def _losses(case, backend, axis=-1):
+    logits, labels = case.logits, case.labels
+    if axis == 0:  # the class axis first: a transposed (non-contiguous) view
+        logits, labels = logits.T, labels.T if case.probability_targets else labels
+    loss, grad = losses.softmax_cross_entropy_with_grad(logits, labels, axis=axis, backend=backend, **case.options)
+    return np.asarray(loss), grad.T if axis == 0 else grad
+
+
+def _kernel(case, backend, inplace):
+    logits = np.array(case.logits) if inplace else case.logits  # in place: on a (writeable) copy
+    loss, grad = crossent.kernels.softmax_cross_entropy_fused(logits, case.labels, inplace=inplace, backend=backend,
+                                                              **case.options)
+    if inplace:
+        assert grad is logits, "inplace=True must return the logits' own buffer"
+    return np.asarray(loss), grad
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def _to_torch(a, dtype_name=None):
+    if a.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    tensor = torch.from_numpy(np.array(a))  # a copy: torch tensors are writeable
+    return tensor if dtype_name is None else tensor.to(_TORCH_DTYPES[dtype_name])
+
+
+def _to_numpy(t):
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy().astype(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def _torch_options(case):
+    weight = None if case.class_weight is None else _to_torch(case.class_weight, case.dtype_name)
+    ignore_index = -100 if case.ignore_index is None else case.ignore_index  # torch's default ignores nothing here
+    return dict(weight=weight, ignore_index=ignore_index, label_smoothing=case.label_smoothing,
+                reduction=case.reduction)
+
+
+def _backward(loss, logits):
+    (loss.sum() if loss.ndim else loss).backward()
+    return _to_numpy(loss), _to_numpy(logits.grad)
+
+
+def _torch_cross_entropy(case, **keywords):
+    logits = _to_torch(case.logits).requires_grad_(True)
+    z_loss = dict(z_loss=case.z_loss) if case.z_loss else {}
+    loss = crossent.torch.cross_entropy(logits, _to_torch(case.labels), **_torch_options(case), **z_loss, **keywords)
+    return _backward(loss, logits)
+
+
+def _torch_cross_entropy_plain(case):
+    logits = _to_torch(case.logits).requires_grad_(True)
+    z_loss = dict(z_loss=case.z_loss) if case.z_loss else {}
+    loss = cross_entropy_plain(logits, _to_torch(case.labels), **_torch_options(case), **z_loss)
+    return _backward(loss, logits)
+
+
+def _linear_cross_entropy(case):
+    """``hidden @ I.T``: the identity weight makes the hidden's gradient the logits' gradient."""
+    hidden = _to_torch(case.logits).requires_grad_(True)
+    options = _torch_options(case)
+    options.pop("weight")
+    extra = {}  # options it lacks are passed on, to be refused
+    if case.class_weight is not None:
+        extra["class_weight"] = case.class_weight
+    if case.z_loss:
+        extra["z_loss"] = case.z_loss
+    identity = torch.eye(hidden.shape[1], dtype=hidden.dtype)
+    loss = crossent.torch.linear_cross_entropy(hidden, identity, _to_torch(case.labels), chunk_size=2, vocab_tile=3,
+                                               **options, **extra)
+    return _backward(loss, hidden)
+
+
+# --------------------------------------------------------------------------- the table
+
+LOW_PRECISION = frozenset({"float16", "bfloat16"})
+IMPLEMENTATIONS = [
+    Implementation("losses.reference", lambda case: _losses(case, "reference")),
+    Implementation("losses.auto", lambda case: _losses(case, "auto")),
+    Implementation("losses.auto.axis0", lambda case: _losses(case, "auto", axis=0)),
+    Implementation("kernels.numpy", lambda case: _kernel(case, "numpy", False), LOW_PRECISION),
+    Implementation("kernels.numpy.inplace", lambda case: _kernel(case, "numpy", True), LOW_PRECISION),
+    Implementation("kernels.numba", lambda case: _kernel(case, "numba", False),
+                   LOW_PRECISION | {"float64", "probability_targets"}),
+    Implementation("kernels.numba.inplace", lambda case: _kernel(case, "numba", True),
+                   LOW_PRECISION | {"float64", "probability_targets"}),
+    Implementation("torch.fused", lambda case: _torch_cross_entropy(case)),
+    Implementation("torch.fused.inplace_backward", lambda case: _torch_cross_entropy(case, inplace_backward=True)),
+    Implementation("torch.plain", _torch_cross_entropy_plain),
+    Implementation("torch.linear", _linear_cross_entropy,
+                   frozenset({"class_weight", "z_loss", "probability_targets", "masked"})),
+]
