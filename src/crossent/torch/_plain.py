@@ -75,20 +75,35 @@ def softmax_cross_entropy_rows(logits, target, weight, options: CrossEntropyOpti
         rows = target_mass * torch.where(target_mass != 0, target_nll, 0.0)
         if label_smoothing:
             class_mass = kept[:, None] if w is None else kept[:, None] & (w != 0)
-            nll = torch.where(class_mass, log_sum - shifted, 0.0)
-            rows = rows + label_smoothing / num_classes * (nll.sum(-1) if w is None else nll @ w)
+            coef = label_smoothing / num_classes * (torch.ones(num_classes, dtype=dtype, device=logits.device)
+                                                    if w is None else w)
+            rows = rows + _mass_times_nll(torch.where(class_mass, coef, 0.0), log_sum, logits, top, all_masked)
     else:
         mass = target.to(dtype)
         if label_smoothing:
             mass = (1 - label_smoothing) * mass + label_smoothing / num_classes
         if w is not None:
             mass = mass * w
-        rows = (mass * torch.where(mass != 0, log_sum - shifted, 0.0)).sum(-1)
+        rows = _mass_times_nll(mass, log_sum, logits, top, all_masked)
         denominator = torch.tensor(float(target.shape[0]), dtype=dtype, device=logits.device)
     if options.z_loss:
         lse = (top + log_sum).squeeze(1)  # finite on kept rows
         rows = rows + torch.where(kept, options.z_loss * lse.square(), 0.0)
     return torch.where(kept, rows, 0.0), denominator
+
+
+def _mass_times_nll(coef, log_sum, logits, top, all_masked):
+    """``sum_c coef_c (log S - (x_c - m))`` per row, where a zero coefficient counts 0 (and so does its gradient).
+
+    ``x - m`` can exceed the dtype's range (x = -0.9 max, m = 0.9 max) where the
+    smoothing term, scaled by its coefficient first, does not: it is formed as
+    ``2 (coef (x/2 - m/2))``.  A masked (-inf) logit is replaced before any product
+    where its coefficient is 0, so no 0 * inf reaches the value or a gradient.
+    """
+    half = torch.where(all_masked, 0.0, logits * 0.5 - top * 0.5)
+    counted = coef != 0
+    safe_half = torch.where(counted, half, 0.0)
+    return torch.where(counted, coef * log_sum - 2.0 * (coef * safe_half), 0.0).sum(-1)
 
 
 def reduce(rows, denominator, reduction: str):
