@@ -103,13 +103,16 @@ def _child_ce(provider, shape, reps):
         prepare = (lambda: np.copyto(work, logits)) if inplace else None
         return baseline, grad_bytes, _time_it(step, reps, prepare), None
     if provider == "numpy-reference":
-        from crossent._softmax_ce import check_softmax_logits, softmax_ce_2d
+        from crossent._rules import CrossEntropyOptions
+        from crossent.losses.softmax_ce import check_softmax_logits, softmax_ce_2d
+
+        options = CrossEntropyOptions()
 
         baseline = _maxrss_bytes()
 
         def step():
             check_softmax_logits(logits)
-            loss, grad = softmax_ce_2d(logits, labels, None, None, 0.0, 0.0, "mean")
+            loss, grad = softmax_ce_2d(logits, labels, None, options)
             del loss, grad
 
         return baseline, grad_bytes, _time_it(step, reps), None
