@@ -113,18 +113,18 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
     # log S = log1p(S - 1), with S - 1 summed without the maxima's exp(0) = 1: a confident row
     # (S = 1 + 1e-12) keeps its digits, where log(1 + 1e-12 rounded) would not.
     at_max = shifted == 0
-    rest = np.where(at_max, 0.0, np.exp(shifted)).sum(axis=1) + (at_max.sum(axis=1) - 1)
+    probs = np.exp(shifted)  # e^(x - m); divided by S below
+    rest = probs.sum(axis=1, where=~at_max) + (at_max.sum(axis=1) - 1)
+    del at_max
     log_sum = np.log1p(np.where(all_masked, 0.0, rest))  # an all-masked row: log 1 = 0
-    with np.errstate(over="ignore"):
-        neg_log_p = log_sum[:, None] - shifted  # -log p, +inf on masked classes
-    # sum_c v_c (x_c - m) as 2 sum_c v_c (x/2 - m/2): x - m can exceed the float range where the
-    # smoothing term, (eps/C) of it, does not.
-    half_shifted = logits * 0.5 - (row_max * 0.5)[:, None]
+    probs /= np.where(all_masked, 1.0, 1.0 + rest)[:, None]
 
     def shifted_dot(v, coef):
-        return 2.0 * times(coef * v, half_shifted).sum(axis=1)  # coef first: the sum stays in range
+        """sum_c coef v_c (x_c - m) as 2 sum_c coef v_c (x/2 - m/2): x - m can exceed the float range
+        where the term, coef first, does not."""
+        half_shifted = logits * 0.5 - (row_max * 0.5)[:, None]
+        return 2.0 * times(coef * v, half_shifted).sum(axis=1)
 
-    probs = np.exp(-neg_log_p)
     lse = row_max + log_sum
     smooth = eps / num_classes
 
@@ -133,7 +133,9 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
         safe = np.where(kept, labels, 0)
         # target_coef_i = (1 - eps) w[y_i] for counted rows, 0 for ignored ones.
         target_coef = np.where(kept, (1.0 - eps) * weights[safe], 0.0).astype(dtype)
-        rows = times(target_coef, neg_log_p[rows_idx, safe])  # 0 * inf (a masked target of no weight) = 0
+        with np.errstate(over="ignore"):  # -log p_y = log S - (x_y - m): +inf for a masked target
+            target_nll = log_sum - shifted[rows_idx, safe]
+        rows = times(target_coef, target_nll)  # 0 * inf (a masked target of no weight) = 0
         grad_coef = target_coef.copy()
         if eps:
             # (eps/C) sum_c w_c (-log p_c); a masked class of positive weight makes it +inf.
