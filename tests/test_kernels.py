@@ -536,3 +536,11 @@ class TestRulesDefects:
             expected = (labels.astype(np.longdouble) * neg_log_p).sum(axis=1).mean()
         loss, _ = softmax_cross_entropy_fused(x, labels)
         assert abs(float((loss - expected) / expected)) <= (1e-6 if dtype == np.float32 else 1e-12)
+
+    @pytest.mark.parametrize("dtype, margin", [(np.float32, 20.0), (np.float64, 30.0)])
+    def test_a_confident_row_keeps_the_digits_of_its_tiny_loss(self, backend, dtype, margin):
+        # log S of the rounded sum S = 1 + 2e^-margin gave 0 (float32) or 1e-4 relative error (float64).
+        x = np.array([[margin, 0.0, 0.0]], dtype)
+        loss, _ = softmax_cross_entropy_fused(x, np.array([0]))
+        expected = np.log1p(2 * np.exp(-margin))
+        assert abs(float(loss) - expected) <= (1e-6 if dtype == np.float32 else 1e-12) * expected

@@ -73,12 +73,24 @@ def exp_rows(gb: np.ndarray, all_masked: np.ndarray):
     """Exponentiate the shifted block in place; return the row sums and their logs (float64).
 
     An all-masked row has sum 0; its log is taken as 0 (the row costs nothing).
+    A confident row (S < 2) takes ``log S = log1p(S - 1)`` with ``S - 1`` summed
+    without the maxima's ``exp(0) = 1``, so a loss of 1e-12 keeps its digits
+    where ``log`` of the rounded sum would not.  An entry whose exponential
+    rounds to exactly 1 counts as a maximum: it is within an ulp of 1, and
+    only matters where ``S - 1`` is at least about 1.
     """
     np.exp(gb, out=gb)
     row_sum = _row_sums(gb).astype(np.float64)
     if all_masked.any():
         row_sum = np.where(all_masked, 1.0, row_sum)
-    return row_sum, np.log(row_sum)
+    log_sum = np.log(row_sum)
+    confident = np.flatnonzero((row_sum < 2.0) & ~all_masked)
+    if confident.size:
+        rows = gb[confident]
+        ones = rows == 1
+        rest = rows.sum(axis=1, where=~ones, dtype=np.float64) + (ones.sum(axis=1) - 1)
+        log_sum[confident] = np.log1p(rest)
+    return row_sum, log_sum
 
 
 def shifted_dots(xb: np.ndarray, shift: np.ndarray, weights, coef: float) -> np.ndarray:
