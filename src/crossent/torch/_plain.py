@@ -62,7 +62,13 @@ def softmax_cross_entropy_rows(logits, target, weight, options: CrossEntropyOpti
     # row (ignored, or the check above raised) is set to 0 and cut from the graph,
     # so that -inf - (-inf) never reaches a gradient.
     shifted = torch.where(all_masked, 0.0, logits - top)
-    log_sum = shifted.exp().sum(-1, keepdim=True).log()
+    exps = shifted.exp()
+    log_sum = exps.sum(-1, keepdim=True).log()
+    # The value of log S as log1p(S - 1), with S - 1 summed without the maxima's exp(0) = 1, so that a
+    # confident row's loss of 1e-10 keeps its digits; the gradient (p) still flows through log S.
+    at_max = (shifted == 0).detach()
+    rest = torch.where(at_max, 0.0, exps.detach()).sum(-1, keepdim=True) + (at_max.sum(-1, keepdim=True) - 1)
+    log_sum = log_sum + (torch.log1p(rest) - log_sum).detach()
     w = None if weight is None else weight.to(dtype)
     label_smoothing = options.label_smoothing
 
