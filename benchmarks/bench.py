@@ -297,8 +297,9 @@ def child_main(args):
 # ---------------------------------------------------------------- parent side
 
 
-def run_child(job, timeout):
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)]
+def run_child(job, timeout, script=__file__):
+    """Run `script` --child JOB in a fresh process (2 threads); its RESULT line as a dict, or an error row."""
+    cmd = [sys.executable, str(Path(script).resolve()), "--child", json.dumps(job)]
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS="1")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -28,9 +28,10 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+import bench  # benchmarks/bench.py: the same conventions and child runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import THREADS, _cpu_name, _maxrss_bytes, _time_it, _versions  # noqa: E402  (same conventions)
@@ -159,17 +160,7 @@ def child_main(job):
 
 
 def run_child(job, timeout):
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS="1")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    for line in proc.stdout.splitlines()[::-1]:
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {"error": f"exit {proc.returncode}: {tail[0][:300]}"}
+    return bench.run_child(job, timeout, script=__file__)  # the loss benchmark's runner, this script's children
 
 
 def markdown(rows):
