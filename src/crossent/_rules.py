@@ -22,7 +22,9 @@ For logits :math:`x` of one row (:math:`C` classes), class weights :math:`w`
   with :math:`q_c = w_c((1-\varepsilon)t_c + \varepsilon/C)`;
 * **shifted frame**: every difference :math:`\ell - x_c` is computed as
   :math:`\log\sum_c e^{x_c - m} - (x_c - m)`, never as ``lse - x``: at a large
-  common offset ``lse - x`` cancels (``1e30 + log 2`` rounds to ``1e30``);
+  common offset ``lse - x`` cancels (``1e30 + log 2`` rounds to ``1e30``); and
+  where :math:`S = \sum_c e^{x_c - m} < 2`, :math:`\log S` is ``log1p`` of
+  :math:`S - 1` summed without the maxima, so a confident row keeps its digits;
 * **kept** rows: a row counts unless its integer label equals `ignore_index`
   (probability targets have no ignored rows); an ignored row costs 0 and has a
   zero gradient;
