@@ -45,7 +45,7 @@ SMOOTHING_SUM_OVERFLOW = ("the smoothing sum sum_c w_c (lse - x_c) overflows to 
                           "dtype) although the row's loss, 0.95 * max, is finite")
 LOG1P = ("lse = m + log(sum_c e^(x_c - m)) errs by about one ulp of the sum (float32 sums: 6e-8), so a loss near 0 "
          "loses its digits: a confident row (log1p of the non-maximal mass keeps them: the reference and the kernels "
-         "do, linear_cross_entropy not yet), or a z_loss zeta lse^2 with lse near 0 (float32 partial sums)")
+         "do), or a z_loss zeta lse^2 with lse near 0 (float32 partial sums)")
 
 _FUSED = ("losses.auto losses.auto.axis0 kernels.numpy kernels.numpy.inplace kernels.numba kernels.numba.inplace "
           "torch.fused torch.fused.inplace_backward")
@@ -57,8 +57,6 @@ KNOWN_FAILURES: dict[str, dict[str, str]] = {
         "near_max_smoothing_none-float64": "torch.linear",
     },
     LOG1P: {
-        "confident_row-float32": "torch.linear",
-        "confident_row-float64": "torch.linear",
         "z_loss_lse_near_zero-float32": _FUSED,
     },
 }

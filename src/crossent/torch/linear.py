@@ -107,6 +107,10 @@ def _linear_ce_forward(hidden, weight, bias, labels, kept, options, chunk_size, 
     running = torch.full((n,), -math.inf, dtype=dtype, device=device)  # the maximum so far
     frame = torch.zeros(n, dtype=dtype, device=device)  # the running maximum where finite, else 0
     sum_exp = torch.zeros(n, dtype=dtype, device=device)  # sum_c exp(x_c - frame) over the classes seen
+    # The same sum without the terms that are exactly 1 (the maxima), and their count: log S is then
+    # log1p(rest + ties - 1), so a confident row (S = 1 + 1e-10) keeps the digits of its tiny loss.
+    rest = torch.zeros(n, dtype=dtype, device=device)
+    ties = torch.zeros(n, dtype=dtype, device=device)
     shifted_sum = torch.zeros(n, dtype=dtype, device=device) if label_smoothing else None  # sum_c (x_c - frame)
     target_logit = torch.zeros(n, dtype=dtype, device=device)
     for start, stop in _spans(n, chunk_size):
@@ -122,6 +126,11 @@ def _linear_ce_forward(hidden, weight, bias, labels, kept, options, chunk_size, 
             torch.nan_to_num(top, nan=0.0, posinf=0.0, neginf=0.0, out=new)  # finite maximum, else 0
             # Into the new frame: exp(old - new) <= 1 wherever s > 0 (old was then a real maximum).
             s.copy_(torch.where(s > 0, s * (old - new).exp(), 0.0))
+            # The old maxima are not maxima any more where the frame moved up: they join the rest.
+            moved = torch.where(s > 0, (old - new).exp(), 0.0)
+            r, t = rest[start:stop], ties[start:stop]
+            r.copy_(torch.where(new > old, (r + t) * moved, r))
+            t.copy_(torch.where(new > old, 0.0, t))
             if shifted_sum is not None:
                 shifted_sum[start:stop] -= lo * (new - old)
                 shifted_sum[start:stop] += x.sub_(new[:, None]).sum(1)
@@ -129,11 +138,14 @@ def _linear_ce_forward(hidden, weight, bias, labels, kept, options, chunk_size, 
                 x.sub_(new[:, None])
             # x - m <= 0: exp never overflows; the differences are exact at any common offset.
             s += x.exp_().sum(1)
+            at_max = x == 1
+            r += torch.where(at_max, 0.0, x).sum(1)
+            t += at_max.sum(1)
             old.copy_(new)
     bad = ~(running < math.inf)  # NaN or +inf
     _checks.raise_for_bad_rows(bad, (sum_exp == 0) & kept, "`hidden @ weight.T + bias`")
     # Rows without a finite logit (ignored all_masked ones) get log_sum 0, so backward stays finite.
-    log_sum = torch.where(sum_exp > 0, sum_exp.log(), 0.0)
+    log_sum = torch.where(sum_exp > 0, torch.log1p(rest + (ties - 1)), 0.0)  # no 1 + tiny rounded
     rows = torch.zeros(n, dtype=dtype, device=device)
     if label_smoothing < 1:  # (1 - ε) * inf would be NaN at ε = 1 for a masked target
         rows += (1 - label_smoothing) * (log_sum - (target_logit - frame))
