@@ -368,21 +368,26 @@ def parent_main(args):
                       and e["provider"] == "torch-eager" and not e.get("error")), None)
         if eager and not r.get("error"):
             r["speedup_vs_torch_eager"] = eager["median_s"] / r["median_s"]
+    write_results(args, rows, markdown(rows), {"floors": floors})
+
+
+def write_results(args, rows, table, extra, prefix=""):
+    """Write the run (date, machine, versions, `extra`, rows) as JSON under ``args.out``; print `table`."""
     stamp = dt.datetime.now(dt.timezone.utc)
     record = {
         "date_utc": stamp.isoformat(timespec="seconds"), "quick": args.quick, "threads": THREADS, "reps": args.reps,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
-        "versions": _versions(), "floors": floors, "rows": rows,
+        "versions": _versions(), **extra, "rows": rows,
     }
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
-    path = out_dir / f"{stamp:%Y-%m-%dT%H%M%S}{suffix}.json"
+    path = out_dir / f"{prefix}{stamp:%Y-%m-%dT%H%M%S}{suffix}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"\n{stamp:%Y-%m-%d %H:%M} UTC, {record['machine']['cpu']}, {THREADS} threads, "
           f"median of {args.reps} after a warm-up\n")
-    print(markdown(rows))
+    print(table)
     print(f"\nwritten {path}")
 
 

@@ -23,18 +23,14 @@ Results go to ``benchmarks/results/metrics-<UTC date>.json``; a Markdown table i
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 
-import bench  # benchmarks/bench.py: the same conventions and child runner
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import THREADS, _cpu_name, _maxrss_bytes, _time_it, _versions  # noqa: E402  (same conventions)
+import bench  # noqa: E402  (benchmarks/bench.py: the same conventions, child runner and results file)
+from bench import THREADS, _maxrss_bytes, _time_it  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FULL = [(4096, 32768), (2048, 128256), (1024, 256000)]
@@ -202,19 +198,7 @@ def parent_main(args):
                         and not e.get("error")), None)
             if ref and not r.get("error"):
                 r[key] = ref["median_s"] / r["median_s"] if invert else r["median_s"] / ref["median_s"]
-    stamp = dt.datetime.now(dt.timezone.utc)
-    record = {"date_utc": stamp.isoformat(timespec="seconds"), "quick": args.quick, "threads": THREADS,
-              "reps": args.reps, "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
-                                             "python": platform.python_version(), "platform": platform.platform()},
-              "versions": _versions(), "floor": floor, "rows": rows}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"metrics-{stamp:%Y-%m-%dT%H%M%S}{'-quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"\n{stamp:%Y-%m-%d %H:%M} UTC, {record['machine']['cpu']}, {THREADS} threads, "
-          f"median of {args.reps} after a warm-up\n")
-    print(markdown(rows))
-    print(f"\nwritten {path}")
+    bench.write_results(args, rows, markdown(rows), {"floor": floor}, prefix="metrics-")
 
 
 def main(argv=None):
