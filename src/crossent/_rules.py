@@ -66,6 +66,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._validate import check_weights  # the generic array checks; _validate imports nothing of ours
+
 REDUCTIONS = ("none", "sum", "mean")
 
 
@@ -183,8 +185,6 @@ def check_class_weight(class_weight, num_classes: int, name: str = "class_weight
     """
     if class_weight is None:
         return None
-    from ._validate import check_weights  # the generic weight check; _validate imports nothing of ours
-
     return check_weights(class_weight, name, (num_classes,)).astype(np.float64, copy=False)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .._rules import (
     CrossEntropyOptions,
+    check_class_weight,
     check_label_smoothing,
     check_reduction,
     integer_label_denominator,
@@ -254,8 +255,7 @@ def softmax_cross_entropy_fused(
     threads = _check_threads(num_threads)
     if num_classes == 0:
         raise ValueError(f"`logits` must have at least one class, got shape {logits.shape}.")
-    if class_weight is not None:
-        class_weight = check_weights(class_weight, "class_weight", (num_classes,))
+    class_weight = check_class_weight(class_weight, num_classes)
     labels = np.asarray(labels)
     if labels.dtype.kind in "iu":
         if labels.shape != (n,):
