@@ -94,13 +94,14 @@ True
 import torch  # noqa: F401  (``crossent.torch.torch`` is the real torch)
 
 from .functional import binary_cross_entropy_with_logits, cross_entropy
-from .linear import default_chunk_size, linear_cross_entropy
+from .linear import default_chunk_size, linear_cross_entropy, linear_log_probs_and_entropy
 from .modules import BCEWithLogitsLoss, CrossEntropyLoss
 
 __all__ = [
     "cross_entropy",
     "binary_cross_entropy_with_logits",
     "linear_cross_entropy",
+    "linear_log_probs_and_entropy",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
     "default_chunk_size",
