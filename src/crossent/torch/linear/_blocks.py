@@ -76,7 +76,7 @@ def products_in_float32(device: torch.device) -> bool:
 
 
 class Workspace:
-    """The reused buffers of one call: a tile of logits, a second tile, a mask, and the optional chunk block.
+    """The reused buffers of one call: a tile of logits, a second tile, two more tiles, and the optional chunk block.
 
     Buffers are flat, so that a ``rows x cols`` view of their beginning is
     contiguous for every tile, the short last ones included (``out=`` then
@@ -94,7 +94,7 @@ class Workspace:
         device = hidden.device
         self.tile = torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)
         self.aux = torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)
-        self.mask = torch.empty(rows * vocab_tile, dtype=torch.bool, device=device)
+        self.ones = torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)  # 1.0 where exp(z - m_k) == 1
         self.block = torch.empty(rows * weight.shape[0], dtype=self.dtype, device=device) if block else None
         self.weight = weight
         self.bias = None if bias is None else bias.to(self.dtype if self.convert or not self.low_precision
@@ -255,10 +255,11 @@ def scan_chunk(ws: Workspace, h, labels, *, scale, softcap, vocab_tile, coef=Non
         if entropy:  # -inf (masked, or beyond the dtype's range) times exp(-inf) = 0 must count 0
             x.clamp_(min=lowest)
         e = torch.exp(x, out=ws.view(ws.aux, rows, lo, hi))
-        mask = torch.eq(e, 1.0, out=ws.view(ws.mask, rows, lo, hi))
-        torch.sum(mask, 1, dtype=dtype, out=ties[k])
-        e.masked_fill_(mask, 0.0)
-        torch.sum(e, 1, out=rest[k])
+        # The terms equal to 1 apart (float ops: a bool mask costs several times more here), so that the
+        # rest is summed without them and keeps its digits.
+        ones = torch.eq(e, 1.0, out=ws.view(ws.ones, rows, lo, hi))
+        torch.sum(ones, 1, out=ties[k])
+        torch.sum(e.sub_(ones), 1, out=rest[k])
         if entropy:
             torch.sum(e.mul_(x), 1, out=ent[k])  # the maxima contribute 1 * 0
     return Partials(top, frame, rest, ties, smooth, ent, picked, coef_sum)
