@@ -129,3 +129,33 @@ def plain_log_probs_and_entropy(hidden, weight, bias, labels, kept, head, return
         p = log_p.exp()
         entropy = torch.where(kept, -(p * torch.where(p > 0, log_p, 0.0)).sum(1), 0.0)
     return log_probs, entropy
+
+
+def plain_loss(hidden, weight, bias, labels, class_weight, options, head):
+    rows, denominator, _ = plain_cross_entropy_rows(hidden, weight, bias, labels, class_weight, options, head)
+    return _plain.reduce(rows, denominator, options.reduction)
+
+
+def plain_loss_and_stats(hidden, weight, bias, labels, class_weight, options, head):
+    """The full-logits path (torch.func transforms, a class weight that requires grad)."""
+    rows, denominator, logits = plain_cross_entropy_rows(hidden, weight, bias, labels, class_weight, options,
+                                                               head)
+    kept = kept_rows(labels, options.ignore_index)
+    lse, z_rows, correct = plain_stats(logits, labels, kept, None, options.z_loss)
+    row_weight = kept.to(rows.dtype) if class_weight is None else \
+        torch.where(kept, class_weight.detach().to(rows.dtype)[torch.where(kept, labels, 0)], 0.0)
+    loss = _plain.reduce(rows, denominator, options.reduction)
+    if options.reduction == "none":
+        return loss, (lse, z_rows, correct)
+    den = denominator.detach()
+    scale = _plain.reduce(torch.ones((), dtype=rows.dtype), den, "mean") if options.reduction == "mean" else 1.0
+    return loss, ((row_weight * lse).sum() * scale, z_rows.sum() * scale, (row_weight * correct).sum() * scale)
+
+
+def raise_bad_row(row, top, kept):
+    """The boundary's message for a row whose maximum logit is NaN/``+inf``, or ``-inf`` while it is kept."""
+    what = "`hidden @ weight.T + bias`"
+    if not top < math.inf:
+        raise ValueError(f"{what} must not contain NaN or +inf logits (found in row {row}).")
+    raise ValueError(f"{what} row {row} is -inf for every class (all_masked) but its target is kept; "
+                     "ignore it or unmask a class.")

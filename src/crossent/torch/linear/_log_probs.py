@@ -11,7 +11,6 @@ from crossent._rules import check_ignore_index
 
 from .. import _checks
 from . import _blocks, _head
-from ._loss import raise_bad_row
 
 
 class _Config(NamedTuple):
@@ -53,7 +52,7 @@ def _forward(hidden, weight, bias, labels, kept, config: _Config):
         row = int(torch.nonzero(bad)[0, 0])
         logits = _head.full_logits(hidden[row: row + 1].detach(), weight.detach(),
                                    None if bias is None else bias.detach(), config.head)
-        raise_bad_row(row, float(logits.amax()), bool(kept[row]))
+        _head.raise_bad_row(row, float(logits.amax()), bool(kept[row]))
     log_probs = torch.where(kept, log_probs, 0.0)
     if entropy is not None:
         entropy = torch.where(kept, entropy, 0.0)

@@ -199,16 +199,7 @@ def _raise_bad(hidden, weight, bias, kept, head, bad):
     row = int(torch.nonzero(bad)[0, 0])
     logits = _head.full_logits(hidden[row: row + 1].detach(), weight.detach(),
                                None if bias is None else bias.detach(), head)
-    raise_bad_row(row, float(logits.amax()), bool(kept[row]))
-
-
-def raise_bad_row(row, top, kept):
-    """The boundary's message for a row whose maximum logit is NaN/``+inf``, or ``-inf`` while it is kept."""
-    what = "`hidden @ weight.T + bias`"
-    if not top < math.inf:
-        raise ValueError(f"{what} must not contain NaN or +inf logits (found in row {row}).")
-    raise ValueError(f"{what} row {row} is -inf for every class (all_masked) but its target is kept; "
-                     "ignore it or unmask a class.")
+    _head.raise_bad_row(row, float(logits.amax()), bool(kept[row]))
 
 
 def _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config: _Config, needs,
@@ -281,7 +272,7 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
         options = config.options
         if torch.is_grad_enabled():  # create_graph=True: differentiate the full logits
             wanted = [t for t, need in zip((hidden, weight, bias), ctx.needs_input_grad) if need]
-            loss = _plain_loss(hidden, weight, bias, labels, class_weight, options, config.head)
+            loss = _head.plain_loss(hidden, weight, bias, labels, class_weight, options, config.head)
             grads = iter(torch.autograd.grad(loss, wanted, grad_loss, create_graph=True))
             return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]),) + (None,) * 4
         if ctx.precomputed is not None:
@@ -300,27 +291,6 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
         grads = _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config,
                                      ctx.needs_input_grad[:3], coefficient.expand(hidden.shape[0]))
         return (*grads,) + (None,) * 4
-
-
-def _plain_loss(hidden, weight, bias, labels, class_weight, options, head):
-    rows, denominator, _ = _head.plain_cross_entropy_rows(hidden, weight, bias, labels, class_weight, options, head)
-    return _plain.reduce(rows, denominator, options.reduction)
-
-
-def _plain_loss_and_stats(hidden, weight, bias, labels, class_weight, options, head):
-    """The full-logits path (torch.func transforms, a class weight that requires grad)."""
-    rows, denominator, logits = _head.plain_cross_entropy_rows(hidden, weight, bias, labels, class_weight, options,
-                                                               head)
-    kept = _head.kept_rows(labels, options.ignore_index)
-    lse, z_rows, correct = _head.plain_stats(logits, labels, kept, None, options.z_loss)
-    row_weight = kept.to(rows.dtype) if class_weight is None else \
-        torch.where(kept, class_weight.detach().to(rows.dtype)[torch.where(kept, labels, 0)], 0.0)
-    loss = _plain.reduce(rows, denominator, options.reduction)
-    if options.reduction == "none":
-        return loss, (lse, z_rows, correct)
-    den = denominator.detach()
-    scale = _plain.reduce(torch.ones((), dtype=rows.dtype), den, "mean") if options.reduction == "mean" else 1.0
-    return loss, ((row_weight * lse).sum() * scale, z_rows.sum() * scale, (row_weight * correct).sum() * scale)
 
 
 def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100, label_smoothing=0.0,
@@ -432,7 +402,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     labels = target.reshape(-1).to(torch.int64).contiguous()
     _checks.check_class_labels(labels, num_classes, options.ignore_index)
     if _checks.under_transform() or (class_weight is not None and class_weight.requires_grad):
-        loss, stats = _plain_loss_and_stats(hidden2d, weight, bias, labels, class_weight, options, head)
+        loss, stats = _head.plain_loss_and_stats(hidden2d, weight, bias, labels, class_weight, options, head)
         loss = loss.to(hidden.dtype)
     else:
         element = torch.empty((), dtype=_checks.compute_dtype(hidden.dtype)).element_size()
