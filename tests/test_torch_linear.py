@@ -129,12 +129,12 @@ def test_linear_cross_entropy_float32_blocks_match_linear_plus_cross_entropy(red
 
 
 def test_linear_cross_entropy_default_blocks_with_several_tiles():
-    # 64 tokens: the default tile of 2 MiB (8192 classes) splits V = 70000 in nine, the last one short.
+    # 64 tokens: the default tile of 4 MiB (16384 classes) splits V = 70000 in five, the last one short.
     n, d, v = 64, 8, 70000
     hidden = torch.randn(n, d, generator=gen())
     weight = torch.randn(v, d, generator=gen(1))
     target = torch.randint(0, v, (n,), generator=gen(2))
-    target[:3] = torch.tensor([0, 8191, 8192])  # either side of a tile boundary
+    target[:3] = torch.tensor([0, 16383, 16384])  # either side of a tile boundary
     ours = linear_value_and_grads(ct.linear_cross_entropy, hidden, weight, target, None, torch.tensor(1.0))
     theirs = linear_value_and_grads(lambda h, w, y, b: F.cross_entropy(h @ w.T, y), hidden, weight, target, None,
                                     torch.tensor(1.0))
@@ -286,11 +286,11 @@ def test_default_chunk_size_takes_up_to_256_tokens_in_equal_chunks_and_fewer_for
         assert rows >= 16 and (rows * v * 4 <= 256 * 2**20 or rows == 16)
 
 
-def test_default_vocab_tile_makes_tiles_of_about_2_mib():
+def test_default_vocab_tile_makes_tiles_of_about_4_mib():
     for tokens, v, size in [(256, 128256, 4), (64, 32768, 4), (250, 256000, 4), (256, 50000, 8)]:
         tile = _default_vocab_tile(tokens, v, size)
-        assert tile % 128 == 0 and 2 * 2**20 - 128 * tokens * size < tokens * tile * size <= 2 * 2**20
-    assert _default_vocab_tile(256, 32768, 4) == 2048
+        assert tile % 128 == 0 and 4 * 2**20 - 128 * tokens * size < tokens * tile * size <= 4 * 2**20
+    assert _default_vocab_tile(256, 32768, 4) == 4096
     assert _default_vocab_tile(10**6, 5000, 4) == 128  # at least 128 classes
     assert _default_vocab_tile(16, 5000, 4) == 5000  # at most V
 

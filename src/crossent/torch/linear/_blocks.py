@@ -27,12 +27,13 @@ import torch
 from .. import _checks
 
 # A chunk's logits are held whole (chunk x V) while its gradient is formed in the forward pass: at most
-# 256 tokens, fewer when V is large (a block of at most 256 MiB), at least 16.  Tiles of about 2 MiB (the
-# size of this machine's L2 cache per core) keep the element-wise passes in cache between the products.
+# 256 tokens, fewer when V is large (a block of at most 256 MiB), at least 16.  Tiles of about 4 MiB (the
+# L2 caches of this machine's two cores) keep the element-wise passes in cache between the products, in
+# few enough torch calls (each element-wise call is a parallel region).
 _MAX_CHUNK_TOKENS = 256
 _MIN_CHUNK_TOKENS = 16
 _BLOCK_BYTES = 256 * 2**20
-_TILE_BYTES = 2 * 2**20
+_TILE_BYTES = 4 * 2**20
 
 
 def default_chunk_size(num_tokens: int, num_classes: int = 1, element_size: int = 4) -> int:
@@ -53,11 +54,11 @@ def default_chunk_size(num_tokens: int, num_classes: int = 1, element_size: int 
 
 
 def default_vocab_tile(chunk_tokens: int, num_classes: int, element_size: int) -> int:
-    """Classes per tile: ``chunk_tokens x tile`` logits of about 2 MiB, a multiple of 128 (at least 128, at most V).
+    """Classes per tile: ``chunk_tokens x tile`` logits of about 4 MiB, a multiple of 128 (at least 128, at most V).
 
     Examples:
         >>> default_vocab_tile(256, 32768, 4), default_vocab_tile(256, 1000, 4)
-        (2048, 1000)
+        (4096, 1000)
     """
     classes = _TILE_BYTES // (max(chunk_tokens, 1) * element_size)
     return min(max(128, classes - classes % 128), num_classes)
@@ -281,7 +282,9 @@ def tile_gradient(x, shift, alpha, *, onehot=None, index=None, smoothing=None, c
     with ``exp(x - shift) = exp(z - lse) = p`` when ``shift = lse - m_k``
     (``<= 1``: no overflow).  `smoothing` is ``(beta, a)`` for
     ``beta_i a_j`` (``a`` None: ``beta_i`` alone); `onehot` values are added at
-    `index` (0 where the target is in another tile).
+    `index` (0 where the target is in another tile).  (``alpha`` is not folded
+    into the exponent as ``exp(x - shift + log alpha)``: that saves a pass but
+    rounds, and a single class would no longer get its exact zero gradient.)
     """
     x.sub_(shift[:, None]).exp_().mul_(alpha[:, None])
     if smoothing is not None:

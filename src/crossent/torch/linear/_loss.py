@@ -285,11 +285,15 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
         dtype = frame.dtype
         if options.reduction == "none":
             coefficient = grad_loss.reshape(-1).to(dtype)
-        else:
+        else:  # as in forward (the same operations, so the same numbers), then scaled
             rules = _rules(labels, None, class_weight, options, dtype, weight.shape[0], config.vocab_tile)
-            coefficient = (grad_loss.to(dtype) * _row_scale(rules, options.reduction))
+            coefficient = _row_scale(rules, options.reduction)
         grads = _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config,
                                      ctx.needs_input_grad[:3], coefficient.expand(hidden.shape[0]))
+        if options.reduction != "none":
+            for g in grads:
+                if g is not None:
+                    g.mul_(grad_loss.to(g.dtype))
         return (*grads,) + (None,) * 4
 
 
@@ -321,7 +325,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
 
     How: the tokens are taken in chunks (``chunk_size``, default
     :func:`default_chunk_size`: at most 256) and each chunk's logits in tiles
-    of ``vocab_tile`` classes (default: about 2 MiB).  Each tile's logits are
+    of ``vocab_tile`` classes (default: about 4 MiB).  Each tile's logits are
     shifted by the tile maximum (``z - m_k <= 0``: ``exp`` never overflows; a
     large common offset cancels exactly) and reduced to a few sums per token,
     which then merge into the row's frame.  For ``"sum"``/``"mean"`` with a
@@ -363,7 +367,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
             ``correct`` is the token accuracy), ``"z_loss"`` exactly the
             z-loss term included in the loss.  Computed in the compute dtype.
         chunk_size: tokens per chunk (default :func:`default_chunk_size`).
-        vocab_tile: classes per tile (default: a tile of about 2 MiB).
+        vocab_tile: classes per tile (default: a tile of about 4 MiB).
 
     Returns:
         The loss in the hidden's dtype (shape of `target` for ``"none"``), or
