@@ -129,12 +129,12 @@ def test_linear_cross_entropy_float32_blocks_match_linear_plus_cross_entropy(red
 
 
 def test_linear_cross_entropy_default_blocks_with_several_tiles():
-    # 64 tokens: the default tile of 4 MiB (16384 classes) splits V = 70000 in five, the last one short.
+    # 64 tokens: the default tile of 2 MiB (8192 classes) splits V = 70000 in nine, the last one short.
     n, d, v = 64, 8, 70000
     hidden = torch.randn(n, d, generator=gen())
     weight = torch.randn(v, d, generator=gen(1))
     target = torch.randint(0, v, (n,), generator=gen(2))
-    target[:3] = torch.tensor([0, 16383, 16384])  # either side of a tile boundary
+    target[:3] = torch.tensor([0, 8191, 8192])  # either side of a tile boundary
     ours = linear_value_and_grads(ct.linear_cross_entropy, hidden, weight, target, None, torch.tensor(1.0))
     theirs = linear_value_and_grads(lambda h, w, y, b: F.cross_entropy(h @ w.T, y), hidden, weight, target, None,
                                     torch.tensor(1.0))
@@ -275,22 +275,23 @@ def test_linear_cross_entropy_errors():
         ct.linear_cross_entropy(h, w, y.float())
 
 
-def test_default_chunk_size_takes_up_to_256_tokens_in_equal_chunks_and_fewer_for_huge_vocabularies():
-    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 200, 256)] == [1, 1, 200, 256]
+def test_default_chunk_size_takes_an_eighth_of_the_batch_up_to_256_tokens_in_equal_chunks():
+    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 64, 512, 1024, 2048)] == [1, 1, 64, 64, 128, 256]
     for n in (257, 1000, 4096, 123457):
         rows = ct.default_chunk_size(n, 32768)
+        cap = min(256, max(64, -(-n // 8) + (-(-(-n // 8))) % 16))
         chunks = -(-n // rows)
-        assert rows <= 256 and chunks == -(-n // 256) and n - (chunks - 1) * rows >= rows - chunks
+        assert rows <= cap and chunks == -(-n // cap) and n - (chunks - 1) * rows >= rows - chunks
     for v in (128256, 256000, 10**6, 10**8):  # the kept block (chunk x V) stays within 256 MiB, 16 tokens at least
         rows = ct.default_chunk_size(4096, v)
         assert rows >= 16 and (rows * v * 4 <= 256 * 2**20 or rows == 16)
 
 
-def test_default_vocab_tile_makes_tiles_of_about_4_mib():
+def test_default_vocab_tile_makes_tiles_of_about_2_mib():
     for tokens, v, size in [(256, 128256, 4), (64, 32768, 4), (250, 256000, 4), (256, 50000, 8)]:
         tile = _default_vocab_tile(tokens, v, size)
-        assert tile % 128 == 0 and 4 * 2**20 - 128 * tokens * size < tokens * tile * size <= 4 * 2**20
-    assert _default_vocab_tile(256, 32768, 4) == 4096
+        assert tile % 128 == 0 and 2 * 2**20 - 128 * tokens * size < tokens * tile * size <= 2 * 2**20
+    assert _default_vocab_tile(128, 32768, 4) == 4096
     assert _default_vocab_tile(10**6, 5000, 4) == 128  # at least 128 classes
     assert _default_vocab_tile(16, 5000, 4) == 5000  # at most V
 

@@ -27,37 +27,41 @@ import torch
 from .. import _checks
 
 # A chunk's logits are held whole (chunk x V) while its gradient is formed in the forward pass: at most
-# 256 tokens, fewer when V is large (a block of at most 256 MiB), at least 16.  Tiles of about 4 MiB (the
-# L2 caches of this machine's two cores) keep the element-wise passes in cache between the products, in
-# few enough torch calls (each element-wise call is a parallel region).
+# 256 tokens and at most an eighth of the batch (at least 64), so that the block stays below a tenth of what
+# F.linear + F.cross_entropy hold (two N x V arrays); fewer when V is large (a block of at most 256 MiB),
+# 16 at least.  Tiles of about 2 MiB (this machine's L2 cache per core) keep the element-wise passes in
+# cache between the products.
 _MAX_CHUNK_TOKENS = 256
 _MIN_CHUNK_TOKENS = 16
 _BLOCK_BYTES = 256 * 2**20
-_TILE_BYTES = 4 * 2**20
+_TILE_BYTES = 2 * 2**20
 
 
 def default_chunk_size(num_tokens: int, num_classes: int = 1, element_size: int = 4) -> int:
-    """Tokens per chunk: at most 256 (fewer when ``256 x num_classes`` logits pass 256 MiB), in equal chunks.
+    """Tokens per chunk: at most 256 and an eighth of the batch (64 at least), in equal chunks.
 
-    The batch is split into the fewest chunks of at most that many tokens, of
-    equal length up to rounding, so that no chunk is a small remainder.
+    Fewer when ``chunk x num_classes`` logits would pass 256 MiB (16 at
+    least).  The batch is split into the fewest chunks of at most that many
+    tokens, of equal length up to rounding, so that no chunk is a small remainder.
 
     Examples:
-        >>> default_chunk_size(1024, 32768), default_chunk_size(1000, 32768), default_chunk_size(4096, 1_000_000)
-        (256, 250, 64)
+        >>> default_chunk_size(1024, 32768), default_chunk_size(4096, 32768), default_chunk_size(4096, 1_000_000)
+        (128, 256, 64)
     """
-    cap = _BLOCK_BYTES // (max(int(num_classes), 1) * element_size)
-    cap = max(_MIN_CHUNK_TOKENS, min(_MAX_CHUNK_TOKENS, cap - cap % 16))
     num_tokens = max(int(num_tokens), 1)
+    eighth = -(-num_tokens // 8)
+    cap = min(_MAX_CHUNK_TOKENS, max(64, eighth + (-eighth) % 16))
+    block_cap = _BLOCK_BYTES // (max(int(num_classes), 1) * element_size)
+    cap = max(_MIN_CHUNK_TOKENS, min(cap, block_cap - block_cap % 16))
     num_chunks = -(-num_tokens // cap)
     return -(-num_tokens // num_chunks)
 
 
 def default_vocab_tile(chunk_tokens: int, num_classes: int, element_size: int) -> int:
-    """Classes per tile: ``chunk_tokens x tile`` logits of about 4 MiB, a multiple of 128 (at least 128, at most V).
+    """Classes per tile: ``chunk_tokens x tile`` logits of about 2 MiB, a multiple of 128 (at least 128, at most V).
 
     Examples:
-        >>> default_vocab_tile(256, 32768, 4), default_vocab_tile(256, 1000, 4)
+        >>> default_vocab_tile(128, 32768, 4), default_vocab_tile(256, 1000, 4)
         (4096, 1000)
     """
     classes = _TILE_BYTES // (max(chunk_tokens, 1) * element_size)
@@ -93,7 +97,8 @@ class Workspace:
         self.convert = self.low_precision and products_in_float32(hidden.device)
         rows, width = min(chunk_size, hidden.shape[0]), hidden.shape[1]
         device = hidden.device
-        self.tile = torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)
+        # With a block, the logits live there: no separate tile of them.
+        self.tile = None if block else torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)
         self.aux = torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)
         self.ones = torch.empty(rows * vocab_tile, dtype=self.dtype, device=device)  # 1.0 where exp(z - m_k) == 1
         self.block = torch.empty(rows * weight.shape[0], dtype=self.dtype, device=device) if block else None

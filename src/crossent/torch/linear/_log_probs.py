@@ -71,7 +71,7 @@ def _backward(hidden, weight, bias, labels, kept, frame, log_sum, entropy, grad_
     g_lp = torch.where(kept, grad_lp.to(dtype) * inv_t, 0.0) if grad_lp is not None else zero
     g_h = torch.where(kept, grad_h.to(dtype) * inv_t, 0.0) if grad_h is not None else None
     lowest = torch.finfo(dtype).min
-    prob = torch.empty_like(ws.tile) if g_h is not None else None
+    prob = torch.empty_like(ws.aux) if g_h is not None else None
     for number, (start, stop) in enumerate(_blocks.spans(n, config.chunk_size)):
         rows = stop - start
         ws.begin_chunk(hidden[start:stop])

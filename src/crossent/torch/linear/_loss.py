@@ -324,8 +324,8 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     those of :mod:`crossent._rules`.
 
     How: the tokens are taken in chunks (``chunk_size``, default
-    :func:`default_chunk_size`: at most 256) and each chunk's logits in tiles
-    of ``vocab_tile`` classes (default: about 4 MiB).  Each tile's logits are
+    :func:`default_chunk_size`: at most 256 and an eighth of the batch) and each chunk's logits in tiles
+    of ``vocab_tile`` classes (default: about 2 MiB).  Each tile's logits are
     shifted by the tile maximum (``z - m_k <= 0``: ``exp`` never overflows; a
     large common offset cancels exactly) and reduced to a few sums per token,
     which then merge into the row's frame.  For ``"sum"``/``"mean"`` with a
@@ -343,7 +343,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     are slow there), their gradients rounded once at the end.
 
     Memory: one ``chunk_size x V`` block in the compute dtype while gradients
-    are formed in forward (32 MiB at V = 32768), otherwise two
+    are formed in forward (16 MiB for 1024 tokens at V = 32768), otherwise two
     ``chunk_size x vocab_tile`` tiles; plus vectors of length N and V, and for
     float16/bfloat16 a float32 ``V x D`` accumulator of the weight gradient.
 
@@ -367,7 +367,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
             ``correct`` is the token accuracy), ``"z_loss"`` exactly the
             z-loss term included in the loss.  Computed in the compute dtype.
         chunk_size: tokens per chunk (default :func:`default_chunk_size`).
-        vocab_tile: classes per tile (default: a tile of about 4 MiB).
+        vocab_tile: classes per tile (default: a tile of about 2 MiB).
 
     Returns:
         The loss in the hidden's dtype (shape of `target` for ``"none"``), or
