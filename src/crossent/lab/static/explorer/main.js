@@ -59,6 +59,7 @@ function start() {
     document.body.dataset.ready = "true";
   }
   render();
+  window.explorerReadyMs = performance.now(); // time to interactive, read by the browser test
 }
 
 start();

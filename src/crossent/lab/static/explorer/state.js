@@ -9,7 +9,7 @@ export const DEFAULTS = {
   z: 5,
   logits: [2.5, -1, 3.2, 0.5], T: 1, target: 2,
   calT: 1,
-  margin: 10, hz: -2,
+  margin: 10, hz: -1,
 };
 
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
