@@ -12,7 +12,7 @@ export const PRESETS = {
 const SEED = 1;
 const SUBSCRIPTS = "₁₂₃₄₅₆₇₈";
 const W = 320;
-const H = 170;
+const H = 130;
 const M = { left: 30, right: 6, top: 8, bottom: 22 };
 
 // n outcomes: p uniform, q proportional to 1 / (i + 1), so that the two differ.

@@ -103,6 +103,10 @@ export function mountNeuron(ctx) {
       const k = stepsUntilBelow(h.a);
       if (k !== null) svgElement("circle", { cx: x(k), cy: y(h.a[k]), r: 4, fill: COLORS[name] }, svg);
     }
+    const legend = [["mse", "name_mse"], [state.nielsen ? "nielsen" : "cross_entropy", state.nielsen ? "name_nielsen" : "name_ce"]];
+    legend.forEach(([name, key], i) => {
+      svgElement("text", { x: W - m.right - 4, y: m.top + 12 + 14 * i, "text-anchor": "end", fill: COLORS[name] }, svg).textContent = ctx.t(key);
+    });
     svgElement("line", { x1: x(state.t), x2: x(state.t), y1: y(0), y2: y(1), stroke: "#444" }, svg);
   }
 

@@ -33,7 +33,7 @@ export function mountRelu(ctx) {
     const svg = byId("relu-chart");
     clear(svg);
     // log scale from 1e-18 to 10
-    const x = scale(-18, 1, 170, 630);
+    const x = scale(-18, 1, 230, 630);
     const rowH = 200 / HEADS.length;
     for (const e of [-18, -12, -6, 0]) {
       svgElement("line", { x1: x(e), x2: x(e), y1: 0, y2: 190, stroke: "#ddd" }, svg);
@@ -43,7 +43,7 @@ export function mountRelu(ctx) {
       const v = g[head];
       const e = v > 0 ? Math.max(-18, Math.log10(v)) : -18;
       svgElement("rect", { x: x(-18), y: i * rowH + 6, width: x(e) - x(-18), height: rowH - 14, fill: COLORS[head] }, svg);
-      svgElement("text", { x: 164, y: i * rowH + rowH / 2 + 2, "text-anchor": "end" }, svg).textContent = ctx.t(`head_${head}`);
+      svgElement("text", { x: 224, y: i * rowH + rowH / 2 + 2, "text-anchor": "end" }, svg).textContent = ctx.t(`head_${head}`);
     });
   };
 }

@@ -6,11 +6,11 @@ import { clear, scale, svgElement } from "./draw.js";
 function bars(svg, p, target) {
   clear(svg);
   const x = scale(0, p.length, 20, 310);
-  const y = scale(0, 1, 150, 8);
-  svgElement("line", { x1: 20, x2: 310, y1: 150, y2: 150, stroke: "#888" }, svg);
+  const y = scale(0, 1, 110, 8);
+  svgElement("line", { x1: 20, x2: 310, y1: 110, y2: 110, stroke: "#888" }, svg);
   p.forEach((v, i) => {
     svgElement("rect", { x: x(i) + 6, width: x(1) - x(0) - 12, y: y(v), height: y(0) - y(v), fill: i === target ? "#1f77b4" : "#9ab" }, svg);
-    svgElement("text", { x: x(i + 0.5), y: 165, "text-anchor": "middle" }, svg).textContent = String(i + 1);
+    svgElement("text", { x: x(i + 0.5), y: 125, "text-anchor": "middle" }, svg).textContent = String(i + 1);
   });
 }
 
