@@ -79,8 +79,8 @@ export const STRINGS = {
 
   s3_title: { en: "3. The {loss_surface} J(w, b)", zh: "3. {loss_surface} J(w, b)" },
   s3_text: {
-    en: "Click a surface, or focus it and use the arrow keys, to set the start; the white path is the race above (300 steps). Hatched: {negative_curvature}, where the surface bends down. Red: the {plateau}, |∇J| < 0.01 while the output is still wrong (a > 0.5). Grid: 161 × 161 points over [−4, 4]², as in the lab.",
-    zh: "点击曲面,或聚焦后用方向键,设置起点;白色路径就是上面的比赛(300 步)。斜线:{negative_curvature},曲面向下弯。红色:{plateau},输出仍然错误(a > 0.5)而 |∇J| < 0.01。网格:[−4, 4]² 上 161 × 161 个点,与实验相同。",
+    en: "Click a surface, or focus it and use the arrow keys, to set the start; the white path is the race above, up to the shown step (Play animates it). Hatched: {negative_curvature}, where the surface bends down. Red: the {plateau}, |∇J| < 0.01 while the output is still wrong (a > 0.5). Grid: 161 × 161 points over [−4, 4]², as in the lab.",
+    zh: "点击曲面,或聚焦后用方向键,设置起点;白色路径就是上面的比赛,画到显示的步(“播放”会让它动起来)。斜线:{negative_curvature},曲面向下弯。红色:{plateau},输出仍然错误(a > 0.5)而 |∇J| < 0.01。网格:[−4, 4]² 上 161 × 161 个点,与实验相同。",
   },
   surface_label: { en: "{^loss_surface} of {name}: arrow keys move the start", zh: "{name}的{loss_surface}:方向键移动起点" },
   negative_share: { en: "{^negative_curvature} (share of the grid)", zh: "{negative_curvature}(占网格比例)" },

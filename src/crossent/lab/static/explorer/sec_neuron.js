@@ -110,7 +110,7 @@ export function mountNeuron(ctx) {
     svgElement("line", { x1: x(state.t), x2: x(state.t), y1: y(0), y2: y(1), stroke: "#444" }, svg);
   }
 
-  function surface(loss, id, h) {
+  function surface(loss, id, h, t) {
     const canvas = byId(id);
     const g = canvas.getContext("2d");
     g.putImageData(images[loss], 0, 0);
@@ -120,7 +120,7 @@ export function mountNeuron(ctx) {
     g.strokeStyle = "#fff";
     g.lineWidth = 2;
     g.beginPath();
-    h.w.forEach((w, i) => (i ? g.lineTo(px(w), py(h.b[i])) : g.moveTo(px(w), py(h.b[i]))));
+    for (let i = 0; i <= t; i++) (i ? g.lineTo(px(h.w[i]), py(h.b[i])) : g.moveTo(px(h.w[i]), py(h.b[i]))); // up to the shown step
     g.stroke();
     g.fillStyle = "#fff";
     g.beginPath();
@@ -146,8 +146,8 @@ export function mountNeuron(ctx) {
     byId("nielsen-note").hidden = !state.nielsen;
     showNumber(out("neuron-true-final"), r.trueCe.a[STEPS]);
     raceChart(r, state);
-    surface("mse", "surface-mse", r.mse);
-    surface("cross_entropy", "surface-ce", state.nielsen ? r.trueCe : r.ce);
+    surface("mse", "surface-mse", r.mse, state.t);
+    surface("cross_entropy", "surface-ce", state.nielsen ? r.trueCe : r.ce, state.t);
     for (const [name, loss] of [["mse", "mse"], ["ce", "cross_entropy"]]) {
       showNumber(out(`surface-${name}-negative`), grids[loss].negativeFraction);
       showNumber(out(`surface-${name}-plateau`), grids[loss].plateauFraction);
