@@ -50,7 +50,24 @@ def test_committed_vectors_equal_a_fresh_export():
     fresh = json.loads(json.dumps(explorer.export_vectors(_load(explorer.CALIBRATION_DATA))))
     assert committed.keys() == fresh.keys()
     for key in committed:
-        assert committed[key] == fresh[key], f"{key} differs: run `python -m crossent.lab.explorer --export-vectors`"
+        _assert_same(committed[key], fresh[key], key)
+
+
+def _assert_same(committed, fresh, where):
+    """Equal, except that a float may differ in its last bits (another platform's libm): a few ulps."""
+    hint = f"{where} differs from a fresh export: run `python -m crossent.lab.explorer --export-vectors`"
+    if isinstance(fresh, float) and isinstance(committed, float):
+        assert committed == fresh or abs(committed - fresh) <= 4 * np.spacing(abs(fresh)), f"{hint}: {committed} != {fresh}"
+    elif isinstance(fresh, dict):
+        assert isinstance(committed, dict) and committed.keys() == fresh.keys(), hint
+        for key in fresh:
+            _assert_same(committed[key], fresh[key], f"{where}.{key}")
+    elif isinstance(fresh, list):
+        assert isinstance(committed, list) and len(committed) == len(fresh), hint
+        for i, (a, b) in enumerate(zip(committed, fresh)):
+            _assert_same(a, b, f"{where}[{i}]")
+    else:
+        assert type(committed) is type(fresh) and committed == fresh, f"{hint}: {committed!r} != {fresh!r}"
 
 
 def test_vectors_hold_the_lab_numbers_and_the_extremes():
@@ -103,6 +120,13 @@ def test_explore_command_writes_the_page(tmp_path, capsys):
     assert index == tmp_path / "x" / "index.html" and index.stat().st_size == data["bytes"]
     assert data["opened"] is False
     assert index.read_text(encoding="utf-8") == explorer.build_page()
+
+
+def test_explore_into_a_file_fails_with_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["explore", "--out", str(tmp_path / "file")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("crossent explore: error:") and err.count("\n") == 1
 
 
 def _node(*args, env=None, timeout=600):
