@@ -20,9 +20,9 @@ export function mountCalibration(ctx) {
     showNumber(out("calib-lab-ece"), lab.ece);
     const svg = byId("calib-chart");
     clear(svg);
-    const m = { left: 36, right: 10, top: 14, bottom: 24 };
+    const m = { left: 36, right: 10, top: 16, bottom: 34 };
     const x = scale(0, 1, m.left, 350);
-    const y = scale(0, 1, 296, m.top);
+    const y = scale(0, 1, 320 - m.bottom, m.top);
     axes(svg, { x: { scale: x, ticks: [0, 0.5, 1], label: ctx.t("conf_axis") },
       y: { scale: y, ticks: [0, 0.5, 1], label: ctx.t("v_accuracy") }, width: 360, height: 320, margin: m });
     svgElement("line", { x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: "#888", "stroke-dasharray": "4 4" }, svg);
