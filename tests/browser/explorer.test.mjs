@@ -50,7 +50,10 @@ after(async () => {
 async function open(hash = "", viewport = { width: 1280, height: 900 }) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
-  page.on("console", (msg) => { if (msg.type() === "error" || msg.type() === "warning") problems.push(`console ${msg.type()}: ${msg.text()}`); });
+  page.on("console", (msg) => {
+    if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
+    else if (msg.type() === "warning") console.log(`# console warning (not a failure): ${msg.text()}`);
+  });
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("requestfailed", (request) => problems.push(`failed request: ${request.url()}`));
   page.on("request", (request) => { if (request.url().split("#")[0] !== url) problems.push(`request: ${request.url()}`); });

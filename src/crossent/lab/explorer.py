@@ -103,7 +103,13 @@ def _json_script(element_id, data):
 
 
 def build_page():
-    """The explorer as one HTML string: the template, its style, the data and the bundled script."""
+    """The explorer as one HTML string: the template, its style, the data and the bundled script.
+
+    Examples:
+        >>> page = build_page()
+        >>> page.startswith("<!DOCTYPE html>"), page.count('<script type="application/json"')
+        (True, 2)
+    """
     template = (STATIC / "page.html").read_text(encoding="utf-8")
     style = (STATIC / "page.css").read_text(encoding="utf-8")
     glossary = json.loads(GLOSSARY.read_text(encoding="utf-8"))

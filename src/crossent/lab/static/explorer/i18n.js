@@ -4,7 +4,7 @@
 export const LANGUAGES = ["en", "zh"];
 
 export const STRINGS = {
-  page_title: { en: "Why {cross_entropy}? The argument, live", zh: "为什么用{cross_entropy}?可交互的推导" },
+  page_title: { en: "Why {cross_entropy}? The argument, live", zh: "为什么用{cross_entropy}？可交互的推导" },
   intro: {
     en: "Every number on this page is computed in your browser, in float64, by functions tested against crossent's Python library to 12 digits. Move any control: the address keeps the view, so a link shares it.",
     zh: "本页每个数字都由浏览器以 float64 计算，所用函数已与 crossent 的 Python 库比对到 12 位有效数字。拖动任一控件即可；地址栏保存当前视图，复制链接即可分享。",
