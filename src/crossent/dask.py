@@ -41,6 +41,9 @@ from .metrics.accumulator import shift_rows_in_message
 __all__ = ["evaluate", "evaluate_dataframe", "merge_states", "tree_merge", "cluster_client"]
 
 SPLIT_EVERY = 8  # states merged per task of the tree (dask.array's default split_every is 4 to 32)
+# No dashboard; the scheduler's small HTTP server (health, metrics) on a free port of 127.0.0.1, not on 8787
+# (dashboard_address=None alone still takes 8787, and warns when another cluster holds it).
+QUIET_HTTP = {"dashboard_address": "127.0.0.1:0"}
 
 
 # ---------------------------------------------------------------- the tree
@@ -304,7 +307,8 @@ def cluster_client(address: str, *, timeout: str = "20s"):
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"--dask local:N needs a positive number of workers, got {address!r}")
         with LocalCluster(n_workers=int(text), processes=True, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
+                          dashboard_address=None, scheduler_kwargs=QUIET_HTTP) as cluster, \
+                Client(cluster, set_as_default=False) as client:
             yield client
         return
     if "://" not in address and ":" not in address:
