@@ -181,8 +181,11 @@ def _run_on_dask(args, sources, options, progress):
         from . import dask as on_dask
     except ImportError:
         raise ValueError("--dask needs Dask: pip install 'crossent[dask]'") from None
-    options = {**options, "num_threads": on_dask.local_threads(args.dask)}
-    tasks = [(partition_state, options, _kind(args, path), args.normalize, batch_rows, path, labels, args.column, part)
+    options = on_dask.pin_backend({**options, "num_threads": on_dask.local_threads(args.dask)})
+    # The workers may run elsewhere (another cwd, another machine on a shared file system): absolute paths.
+    tasks = [(partition_state, options, _kind(args, path), args.normalize, batch_rows, os.path.abspath(path),
+              labels if path.lower().endswith((".parquet", ".pq", ".csv")) else os.path.abspath(labels),
+              args.column, part)
              for path, labels in zip(args.files, sources)
              for batch_rows in [args.batch_rows or _default_batch_rows(path, args.column)]
              for part in _partitions(path, labels, args.column, args.partition_rows or 4 * batch_rows)]

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - exercised by a subprocess test without
 from .metrics import Accumulator
 from .metrics._inputs import as_floats, as_labels, as_sample_weight
 from .metrics.accumulator import shift_rows_in_message
+from .metrics.kernel import select_backend
 
 __all__ = ["evaluate", "evaluate_dataframe", "merge_states", "tree_merge", "cluster_client"]
 
@@ -98,6 +99,16 @@ def _split_every(split_every) -> int:
     return int(split_every)
 
 
+def pin_backend(options: dict) -> dict:
+    """`options` checked (bad ones fail here, not in every task), with the logits kernel's backend resolved here.
+
+    The Numba and NumPy kernels round differently in the last bits, so every worker must use the backend this
+    process would use: a worker without Numba then fails loudly instead of giving other bits.
+    """
+    Accumulator(**options)
+    return {**options, "backend": select_backend(options.get("backend", "auto"))}
+
+
 def _result(state: dict) -> dict:
     return Accumulator.from_dict(state).result()
 
@@ -134,7 +145,7 @@ def evaluate(*, logits=None, probs=None, labels, sample_weight=None, split_every
         raise ValueError("pass exactly one of `logits` and `probs`.")
     kind = "logits" if probs is None else "probs"
     x = _dask_predictions(logits if probs is None else probs, kind)
-    Accumulator(**options)  # bad options fail here, not in every task
+    options = pin_backend(options)
     rows = x.chunks[0]
     y = _aligned(labels, "labels", x, _check_label_dtype)
     w = None if sample_weight is None else _aligned(sample_weight, "sample_weight", x, _check_weight_dtype)
@@ -236,7 +247,7 @@ def evaluate_dataframe(df, *, logits=None, probs=None, labels, sample_weight=Non
 
     if not pd.api.types.is_integer_dtype(df.dtypes[labels]):
         raise TypeError(f"`labels`: column {labels!r} must hold integer class indices, got dtype {df.dtypes[labels]}.")
-    Accumulator(**options)
+    options = pin_backend(options)
     used = list(dict.fromkeys(names + [labels] + ([] if sample_weight is None else [sample_weight])))
     parts = df[used].to_delayed()
     column = columns if isinstance(columns, str) else names
