@@ -206,11 +206,15 @@ def test_cli_errors_on_dask_are_the_one_process_errors(capsys, client, npy_files
     x = np.load(xp)
     x[1517, 3] = np.nan
     np.save(tmp_path / "n.npy", x)
+    errors = []
     for dask in ([], ["--dask", client.scheduler.address]):
         code, out, err = _run(capsys, tmp_path / "n.npy", "--labels", yp, "--ignore-index", -1, "--batch-rows", 100,
                               *dask)
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
-        assert "n.npy: `logits` contains NaN" in err and "(1517, 3)" in err, err
+        assert err.startswith(f"crossent eval: error: {tmp_path / 'n.npy'}: `logits` contains NaN") and \
+            "(1517, 3)" in err, err
+        errors.append(err)
+    assert errors[0] == errors[1]
     for bad, message in (("local:0", "positive number of workers"), ("nowhere", "scheduler address")):
         code, _, err = _run(capsys, xp, "--labels", yp, "--dask", bad)
         assert code == 2 and message in err

@@ -6,7 +6,10 @@ returns an ``Output`` (text for people, a dict for ``--json``), and bad input
 is a `ValueError` that the command turns into one line and exit status 2.
 Files are read in bounded batches (:mod:`crossent.metrics.io`) into one
 :class:`crossent.metrics.Accumulator`; the reliability diagram is written to a
-temporary file and renamed into place only when everything succeeded.
+temporary file and renamed into place only when everything succeeded.  With
+``--dask``, each piece of a file (rows of a ``.npy``, row groups of a Parquet
+file, a CSV file) is a task with its own accumulator, merged exactly by
+:mod:`crossent.dask` (the only module that imports Dask): the same output.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ def run_eval(args):
     sources = _label_sources(args)
     options = _accumulator_options(args)
     progress = _Progress(not args.no_progress)
+    if args.partition_rows and not args.dask:
+        raise ValueError("--partition-rows sets the rows of a Dask task; it needs --dask")
     if args.dask:
         acc = _run_on_dask(args, sources, options, progress)
     else:
@@ -183,7 +188,7 @@ def _run_on_dask(args, sources, options, progress):
         raise ValueError("--dask needs Dask: pip install 'crossent[dask]'") from None
     options = on_dask.pin_backend({**options, "num_threads": on_dask.local_threads(args.dask)})
     # The workers may run elsewhere (another cwd, another machine on a shared file system): absolute paths.
-    tasks = [(partition_state, options, _kind(args, path), args.normalize, batch_rows, os.path.abspath(path),
+    tasks = [(partition_state, options, _kind(args, path), args.normalize, batch_rows, path, os.path.abspath(path),
               labels if path.lower().endswith((".parquet", ".pq", ".csv")) else os.path.abspath(labels),
               args.column, part)
              for path, labels in zip(args.files, sources)
@@ -231,8 +236,12 @@ def _partitions(path: str, labels: str, column, partition_rows: int) -> list[tup
     return [("csv", None)]
 
 
-def partition_state(options, kind, normalize, batch_rows, path, labels, column, part) -> dict:
-    """A Dask task: one partition of one file into a fresh accumulator; its state as plain data."""
+def partition_state(options, kind, normalize, batch_rows, shown, path, labels, column, part) -> dict:
+    """A Dask task: one partition of one file into a fresh accumulator; its state as plain data.
+
+    `path` is absolute (a worker has its own working directory); errors name the file as `shown`, as one
+    process does.
+    """
     from .metrics import Accumulator
     from .metrics import io as readers
 
@@ -244,7 +253,10 @@ def partition_state(options, kind, normalize, batch_rows, path, labels, column, 
     else:
         batches = readers.csv_batches(path, column, labels, batch_rows)
     acc = Accumulator(**options)
-    _feed(acc, path, batches, kind, normalize)
+    try:
+        _feed(acc, path, batches, kind, normalize)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(str(exc).replace(path, shown)) from None
     return acc.to_dict()
 
 
