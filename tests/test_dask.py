@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -122,6 +125,21 @@ def test_dataframe_of_probability_columns(client):
     got = cdask.evaluate_dataframe(dd.from_pandas(frame, npartitions=7), probs=[f"p{c}" for c in range(4)],
                                    labels="y", bins=5)
     assert_same_bits(got, evaluate(probs=p, labels=y, bins=5))
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(0, 300), max_size=12), split_every=st.integers(2, 5),
+       weighted=st.booleans())
+def test_any_chunking_and_any_tree_give_the_same_bits(cuts, split_every, weighted):
+    """The tree logic alone (the synchronous scheduler): every chunking and fan-in, one result."""
+    x, y = _data(n=300, c=5, seed=10)
+    w = np.linspace(0.0, 2.0, 300) if weighted else None
+    bounds = [0, *sorted(cuts), 300]
+    chunks = tuple(b - a for a, b in zip(bounds, bounds[1:]))
+    with dask.config.set(scheduler="sync"):
+        got = cdask.evaluate(logits=da.from_array(x, chunks=(chunks, 5)), labels=y, sample_weight=w, bins=7,
+                             split_every=split_every)
+    assert_same_bits(got, evaluate(logits=x, labels=y, sample_weight=w, bins=7))
 
 
 def test_bad_input_is_refused_at_the_boundary_with_the_parameter_named():
