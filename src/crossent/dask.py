@@ -41,7 +41,7 @@ from .metrics.kernel import select_backend
 
 __all__ = ["evaluate", "evaluate_dataframe", "merge_states", "tree_merge", "cluster_client"]
 
-SPLIT_EVERY = 8  # states merged per task of the tree (dask.array's default split_every is 4 to 32)
+SPLIT_EVERY = 8  # states merged per task of the tree: a merge of 8 small states is cheap, a task is not free
 # No dashboard; the scheduler's small HTTP server (health, metrics) on a free port of 127.0.0.1, not on 8787
 # (dashboard_address=None alone still takes 8787, and warns when another cluster holds it).
 QUIET_HTTP = {"dashboard_address": "127.0.0.1:0"}
