@@ -255,6 +255,9 @@ def stand_in(monkeypatch):
     return use
 
 
+STAND_IN_FILES = {"fig.png", "index.html", "meta.json", "results.json", "explorer/index.html"}  # a stand-in report's files
+
+
 def _tree(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -262,8 +265,10 @@ def _tree(folder):
 def test_new_folder_and_missing_parents_are_created(stand_in, tmp_path):
     out = tmp_path / "a" / "b" / "report"
     results, meta = report.run_report(out, progress=False)
-    assert set(_tree(out)) == {"fig.png", "index.html", "meta.json", "results.json"}
-    assert report.is_report_folder(out) and sorted(p.name for p in tmp_path.rglob("*")) == sorted(["a", "b", "report", *_tree(out)])
+    assert set(_tree(out)) == STAND_IN_FILES
+    assert 'href="explorer/index.html"' in (out / "index.html").read_text(encoding="utf-8")  # the report links the explorer
+    assert report.is_report_folder(out) and sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == sorted(
+        ["a", "a/b", "a/b/report", "a/b/report/explorer", *(f"a/b/report/{name}" for name in _tree(out))])
 
 
 def test_previous_report_is_replaced_whole(stand_in, tmp_path):
@@ -271,7 +276,7 @@ def test_previous_report_is_replaced_whole(stand_in, tmp_path):
     report.run_report(out, progress=False)
     (out / "old_figure.png").write_bytes(b"from an older version")
     report.run_report(out, progress=False, seed=7)
-    assert set(_tree(out)) == {"fig.png", "index.html", "meta.json", "results.json"}
+    assert set(_tree(out)) == STAND_IN_FILES
     assert json.loads((out / "meta.json").read_text())["seed"] == 7 and [p.name for p in tmp_path.iterdir()] == ["r"]
 
 
@@ -284,7 +289,7 @@ def test_a_folder_of_other_files_is_refused_unless_force(stand_in, tmp_path):
         report.run_report(out, progress=False)
     assert _tree(out) == {"index.html": b"my page", "meta.json": b'{"versions": {"other": "1"}}'}
     report.run_report(out, progress=False, force=True)
-    assert set(_tree(out)) == {"fig.png", "index.html", "meta.json", "results.json"}
+    assert set(_tree(out)) == STAND_IN_FILES
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]
 
 

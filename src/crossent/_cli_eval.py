@@ -6,7 +6,10 @@ returns an ``Output`` (text for people, a dict for ``--json``), and bad input
 is a `ValueError` that the command turns into one line and exit status 2.
 Files are read in bounded batches (:mod:`crossent.metrics.io`) into one
 :class:`crossent.metrics.Accumulator`; the reliability diagram is written to a
-temporary file and renamed into place only when everything succeeded.
+temporary file and renamed into place only when everything succeeded.  With
+``--dask``, each piece of a file (rows of a ``.npy``, row groups of a Parquet
+file, a CSV file) is a task with its own accumulator, merged exactly by
+:mod:`crossent.dask` (the only module that imports Dask): the same output.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def add_eval_parser(subparsers):
         epilog="examples:\n"
                "  crossent eval logits.npy --labels labels.npy\n"
                "  crossent eval part-*.parquet --column logits --labels label --json\n"
-               "  crossent eval preds.csv --probs --labels y --reliability-plot reliability.png\n",
+               "  crossent eval preds.csv --probs --labels y --reliability-plot reliability.png\n"
+               "  crossent eval part-*.parquet --column logits --labels label --dask local:2\n",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help=".npy, .parquet or .csv files of predictions")
     parser.add_argument("--labels", action="append", required=True, metavar="FILE_OR_COLUMN",
@@ -64,6 +68,11 @@ def add_eval_parser(subparsers):
     parser.add_argument("--normalize", action="store_true",
                         help="divide each row of probabilities by its sum (otherwise rows must sum to 1)")
     parser.add_argument("--reliability-plot", metavar="PNG", help="write the reliability diagram (needs matplotlib)")
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help="run on a Dask cluster: a scheduler address (tcp://HOST:PORT), or local:N to start "
+                             "N local worker processes (needs the dask extra); the same numbers as one process")
+    parser.add_argument("--partition-rows", type=_positive, default=None, metavar="N",
+                        help="with --dask: rows per task (default: 4 batches; Parquet: whole row groups)")
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.set_defaults(run=run_eval)
@@ -108,40 +117,147 @@ class _Progress:
 
 
 def run_eval(args):
-    """Read every file in batches into one accumulator; return the cli's Output."""
+    """Read every file in batches into one accumulator (or one per partition, on Dask); return the cli's Output."""
     from .cli import Output
     from .metrics import Accumulator
     from .metrics import io as readers
-    from .metrics.accumulator import DEFAULT_TOP_K, shift_rows_in_message
 
     sources = _label_sources(args)
-    acc = Accumulator(bins=args.bins, top_k=DEFAULT_TOP_K if args.top_k is None else args.top_k,
-                      ignore_index=args.ignore_index, base=args.base)
+    options = _accumulator_options(args)
     progress = _Progress(not args.no_progress)
-    rows = 0
-    for path, labels in zip(args.files, sources):
-        kind = args.kind or ("probs" if path.lower().endswith(".csv") else "logits")
-        batch_rows = args.batch_rows or _default_batch_rows(path, args.column)
-        empty = True
-        for lo, pred, lab in readers.batches(path, labels=labels, column=args.column, batch_rows=batch_rows):
-            empty = False
-            if args.normalize and kind == "probs":
-                pred = _normalized(path, lo, pred)
-            try:
-                acc.update(labels=lab, **{kind: pred})
-            except (ValueError, TypeError) as exc:
-                hint = "; --normalize divides each row by its sum" if "`probs`" in str(exc) and pred.ndim == 2 and \
-                    not args.normalize else ""
-                raise type(exc)(f"{path}: {shift_rows_in_message(str(exc), lo)}{hint}") from None
-            rows += len(lab)
-            progress.show(rows)
-        if empty:
-            raise ValueError(f"{path}: no rows")
-    progress.show(rows, final=True)
+    if args.partition_rows and not args.dask:
+        raise ValueError("--partition-rows sets the rows of a Dask task; it needs --dask")
+    if args.dask:
+        acc = _run_on_dask(args, sources, options, progress)
+    else:
+        acc = Accumulator(**options)
+        rows = 0
+        for path, labels in zip(args.files, sources):
+            batch_rows = args.batch_rows or _default_batch_rows(path, args.column)
+            batches = readers.batches(path, labels=labels, column=args.column, batch_rows=batch_rows)
+            rows += _feed(acc, path, batches, _kind(args, path), args.normalize,
+                          lambda n, done=rows: progress.show(done + n))
+        progress.show(rows, final=True)
     result = acc.result()
     if args.reliability_plot:
         _write_reliability_plot(result, args.reliability_plot)
     return Output(_text(result, args, len(args.files)), _json(result))
+
+
+def _accumulator_options(args) -> dict:
+    options = {"bins": args.bins, "ignore_index": args.ignore_index, "base": args.base}
+    return options if args.top_k is None else {**options, "top_k": args.top_k}
+
+
+def _kind(args, path: str) -> str:
+    return args.kind or ("probs" if path.lower().endswith(".csv") else "logits")
+
+
+def _feed(acc, path, batches, kind: str, normalize: bool, on_batch=None) -> int:
+    """Update `acc` with every batch of one file (or part of one); errors name the file and row. Rows read."""
+    from .metrics.accumulator import shift_rows_in_message
+
+    rows = 0
+    for lo, pred, lab in batches:
+        if normalize and kind == "probs":
+            pred = _normalized(path, lo, pred)
+        try:
+            acc.update(labels=lab, **{kind: pred})
+        except (ValueError, TypeError) as exc:
+            hint = "; --normalize divides each row by its sum" if "`probs`" in str(exc) and pred.ndim == 2 and \
+                not normalize else ""
+            raise type(exc)(f"{path}: {shift_rows_in_message(str(exc), lo)}{hint}") from None
+        rows += len(lab)
+        if on_batch:
+            on_batch(rows)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+# ------------------------------------------------------------------ --dask
+
+
+def _run_on_dask(args, sources, options, progress):
+    """One task per partition (rows of a .npy, row groups of a Parquet file, a CSV file), merged in a tree."""
+    from .metrics import Accumulator
+
+    try:
+        from . import dask as on_dask
+    except ImportError:
+        raise ValueError("--dask needs Dask: pip install 'crossent[dask]'") from None
+    options = on_dask.pin_backend({**options, "num_threads": on_dask.local_threads(args.dask)})
+    # The workers may run elsewhere (another cwd, another machine on a shared file system): absolute paths.
+    tasks = [(partition_state, options, _kind(args, path), args.normalize, batch_rows, path, os.path.abspath(path),
+              labels if path.lower().endswith((".parquet", ".pq", ".csv")) else os.path.abspath(labels),
+              args.column, part)
+             for path, labels in zip(args.files, sources)
+             for batch_rows in [args.batch_rows or _default_batch_rows(path, args.column)]
+             for part in _partitions(path, labels, args.column, args.partition_rows or 4 * batch_rows)]
+    rows = 0
+
+    def done(state):
+        nonlocal rows
+        rows += state["count"] + state["ignored"]
+        progress.show(rows)
+
+    with on_dask.cluster_client(args.dask) as client:
+        state = on_dask.run_tasks(client, tasks, options=options, on_done=done if progress.enabled else None)
+    acc = Accumulator.from_dict(state)
+    progress.show(acc.count + acc.ignored, final=True)
+    return acc
+
+
+def _partitions(path: str, labels: str, column, partition_rows: int) -> list[tuple]:
+    """The pieces of one file that tasks read: (reader, where) with where a row range or row groups."""
+    from .metrics import io as readers
+
+    lower = path.lower()
+    if lower.endswith(".npy"):
+        n = readers.npy_rows(path, labels)
+        if not n:
+            raise ValueError(f"{path}: no rows")
+        return [("npy", (lo, min(lo + partition_rows, n))) for lo in range(0, n, partition_rows)]
+    if lower.endswith((".parquet", ".pq")):
+        if not column or len(column) != 1:
+            raise ValueError(f"{path}: Parquet needs --column NAME, the list column of predictions")
+        sizes = readers.parquet_row_group_rows(path)
+        if not sum(sizes):
+            raise ValueError(f"{path}: no rows")
+        parts, group, rows = [], [], 0
+        for g, size in enumerate(sizes):
+            if group and rows + size > partition_rows:
+                parts.append(("parquet", group))
+                group, rows = [], 0
+            group.append(g)
+            rows += size
+        return parts + [("parquet", group)]
+    readers.batches(path, labels=labels, column=column, batch_rows=1)  # an unknown extension fails here
+    return [("csv", None)]
+
+
+def partition_state(options, kind, normalize, batch_rows, shown, path, labels, column, part) -> dict:
+    """A Dask task: one partition of one file into a fresh accumulator; its state as plain data.
+
+    `path` is absolute (a worker has its own working directory); errors name the file as `shown`, as one
+    process does.
+    """
+    from .metrics import Accumulator
+    from .metrics import io as readers
+
+    reader, where = part
+    if reader == "npy":
+        batches = readers.npy_batches(path, labels, batch_rows, rows=where)
+    elif reader == "parquet":
+        batches = readers.parquet_batches(path, column[0], labels, batch_rows, row_groups=where)
+    else:
+        batches = readers.csv_batches(path, column, labels, batch_rows)
+    acc = Accumulator(**options)
+    try:
+        _feed(acc, path, batches, kind, normalize)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(str(exc).replace(path, shown)) from None
+    return acc.to_dict()
 
 
 def _default_batch_rows(path: str, column) -> int:

@@ -218,8 +218,25 @@ def _run_report(args) -> Output:
     return Output(*report_command(args))
 
 
+def _add_explore_parser(subparsers):
+    from .lab.explorer import add_explore_arguments  # light: NumPy only, no lab extra needed
+
+    parser = _subparser(subparsers, "explore", help="write the explorer, the article as one live HTML page",
+                        examples="  crossent explore --open                      # ./crossent-explorer/index.html\n"
+                                 "  crossent explore --out /tmp/explorer\n")
+    add_explore_arguments(parser)
+    parser.set_defaults(run=_run_explore)
+
+
+def _run_explore(args) -> Output:
+    from .lab.explorer import explore_command
+
+    return Output(*explore_command(args))
+
+
 SUBCOMMANDS = [
     _add_report_parser,
+    _add_explore_parser,
     _add_info_parser,
     _add_entropy_parser,
     _add_cross_entropy_parser,
@@ -242,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "cross-entropy, KL and JS divergence.",
         epilog="examples:\n"
                "  crossent report --quick\n"
+               "  crossent explore --open\n"
                "  crossent info 0.01 --base 2\n"
                "  crossent entropy 0.5 0.25 0.25 --base 2\n"
                "  crossent cross-entropy --p 0.5 0.5 --q 0.9 0.1 --base 2\n"

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..kernels._pool import default_threads as available_cores
 from ._common import Context, pct
+from .explorer import write_explorer
 from .models import HEAD_LABELS
 
 DEFAULT_OUT = "crossent-report"
@@ -104,6 +105,7 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
                 "run_time_s": round(time.perf_counter() - started, 1), "versions": versions}
         (staging / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         (staging / "index.html").write_text(render_html(results, meta), encoding="utf-8")
+        write_explorer(staging / "explorer")  # the live page, linked from the report's header
         _move_into_place(staging, target, out, force)
     except BaseException:  # failed, interrupted (Ctrl-C, or SIGTERM from the command): no half-written report
         _remove_partial(staging, target.parent, created)
@@ -311,6 +313,8 @@ def render_html(results, meta):
         f'jobs {meta["jobs"]} · run time {meta["run_time_s"]} s<br>{esc(versions)}</p>',
         '<p class="meta">Every number below was computed by this run (see <a href="results.json">results.json</a>); '
         "losses and gradients come from <code>crossent.losses</code>, measures from <code>crossent.measures</code>.</p>",
+        '<p class="meta"><a href="explorer/index.html">The explorer</a>: the same argument as one live page, '
+        "every control yours.</p>",
         "</header>", "<nav><h2>Contents</h2><ol class=\"toc\">",
         '<li><a href="#headlines">Headlines</a></li>',
         *[f'<li><a href="#{esc(s["id"])}">{esc(s["title"])}</a></li>' for s in sections],

@@ -47,28 +47,40 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:
     return shape, dtype, offset
 
 
-def _npy_batches(path: str, batch_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+def _npy_batches(path: str, batch_rows: int, start: int = 0, stop: int | None = None
+                 ) -> Iterator[tuple[int, np.ndarray]]:
     shape, dtype, offset = npy_header(path)
     if not shape:
         raise ValueError(f"{path}: holds a scalar, not rows")
+    stop = shape[0] if stop is None else min(stop, shape[0])
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     with _open(path) as f:
-        f.seek(offset)
-        for lo in range(0, shape[0], batch_rows):
-            hi = min(lo + batch_rows, shape[0])
+        f.seek(offset + start * row_bytes)
+        for lo in range(start, stop, batch_rows):
+            hi = min(lo + batch_rows, stop)
             out = np.empty((hi - lo,) + tuple(shape[1:]), dtype=dtype)
             if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != out.nbytes:
                 raise ValueError(f"{path}: truncated at row {lo}")
             yield lo, out
 
 
-def npy_batches(path: str, labels_path: str, batch_rows: int) -> Iterator[Batch]:
-    """Batches of a ``.npy`` of predictions and the ``.npy`` of their labels, row by row."""
+def npy_rows(path: str, labels_path: str) -> int:
+    """The number of rows of a ``.npy`` of predictions, checked against the ``.npy`` of its labels."""
     n = npy_header(path)[0][:1]
     n_labels = npy_header(labels_path)[0]
     if n_labels[:1] != n or len(n_labels) != 1:
         raise ValueError(f"{labels_path}: labels of shape {n_labels} do not match the {n[0] if n else 0} rows of "
                          f"{path}")
-    for (lo, pred), (_, lab) in zip(_npy_batches(path, batch_rows), _npy_batches(labels_path, batch_rows)):
+    return n[0]
+
+
+def npy_batches(path: str, labels_path: str, batch_rows: int, rows: tuple[int, int] | None = None
+                ) -> Iterator[Batch]:
+    """Batches of a ``.npy`` of predictions and the ``.npy`` of their labels, row by row (only `rows` = [lo, hi))."""
+    npy_rows(path, labels_path)
+    start, stop = rows or (0, None)
+    for (lo, pred), (_, lab) in zip(_npy_batches(path, batch_rows, start, stop),
+                                    _npy_batches(labels_path, batch_rows, start, stop)):
         yield lo, pred, lab
 
 
@@ -81,8 +93,12 @@ def _pyarrow(what: str):
     return pq
 
 
-def parquet_batches(path: str, column: str, labels: str, batch_rows: int) -> Iterator[Batch]:
-    """Batches of a Parquet file: a list/array column of predictions and an integer label column."""
+def parquet_batches(path: str, column: str, labels: str, batch_rows: int, row_groups: list[int] | None = None
+                    ) -> Iterator[Batch]:
+    """Batches of a Parquet file: a list/array column of predictions and an integer label column.
+
+    `row_groups`: read only these (ascending, consecutive) row groups; rows are still numbered in the file.
+    """
     pq = _pyarrow("Parquet")
     try:
         reader = pq.ParquetFile(path)
@@ -94,8 +110,8 @@ def parquet_batches(path: str, column: str, labels: str, batch_rows: int) -> Ite
     for name, what in ((column, "--column"), (labels, "--labels")):
         if name not in names:
             raise ValueError(f"{path}: no column {name!r} ({what}); the columns are {names}")
-    lo = 0
-    for batch in reader.iter_batches(batch_size=batch_rows, columns=[column, labels]):
+    lo = 0 if not row_groups else sum(reader.metadata.row_group(g).num_rows for g in range(row_groups[0]))
+    for batch in reader.iter_batches(batch_size=batch_rows, columns=[column, labels], row_groups=row_groups):
         preds, labs = batch.column(column), batch.column(labels)
         if hasattr(preds, "flatten") and hasattr(preds, "value_lengths"):
             lengths = preds.value_lengths().to_numpy(zero_copy_only=False)
@@ -122,19 +138,29 @@ def csv_header(path: str) -> list[str]:
     return header
 
 
+def _parquet_metadata(path: str):
+    pq = _pyarrow("Parquet")
+    try:
+        return pq.ParquetFile(path).metadata
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def parquet_row_group_rows(path: str) -> list[int]:
+    """The number of rows of each row group of a Parquet file."""
+    meta = _parquet_metadata(path)
+    return [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+
+
 def parquet_values_per_row(path: str, column: str) -> int:
     """Values of `column` per row in the first row group (the number of classes of a list column), at least 1.
 
     A batch can be no smaller than pyarrow's read of a row group's column chunk: write
     row groups of bounded size to bound the memory.
     """
-    pq = _pyarrow("Parquet")
-    try:
-        meta = pq.ParquetFile(path).metadata
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    meta = _parquet_metadata(path)
     if meta.num_row_groups == 0 or meta.row_group(0).num_rows == 0:
         return 1
     group = meta.row_group(0)

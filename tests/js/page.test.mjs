@@ -1,0 +1,58 @@
+// The page's other modules: the strings in both languages, the state in the address, the number format.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LANGUAGES, STRINGS, translate } from "../../src/crossent/lab/static/explorer/i18n.js";
+import { DEFAULTS, formatState, parseState } from "../../src/crossent/lab/static/explorer/state.js";
+import { formatNumber } from "../../src/crossent/lab/static/explorer/format.js";
+import { glossary } from "./vectors.mjs";
+
+test("every string exists in both languages and every term comes from the glossary", () => {
+  for (const [key, entry] of Object.entries(STRINGS)) {
+    for (const lang of LANGUAGES) {
+      assert.equal(typeof entry[lang], "string", `${key} ${lang}`);
+      const text = translate(key, lang, glossary, { k: "₁", name: "MSE" });
+      assert.doesNotMatch(text, /[{}]/, `${key} ${lang}: an unfilled slot`);
+    }
+  }
+  assert.equal(translate("m_Hpq", "en", glossary), "Cross-entropy H(p, q)");
+  assert.equal(translate("m_Hpq", "zh", glossary), `${glossary.cross_entropy.zh} H(p, q)`);
+  assert.throws(() => translate("no_such_key", "en", glossary), /no string/);
+});
+
+test("the glossary keeps its format: key -> {en, zh}", () => {
+  for (const [key, term] of Object.entries(glossary)) {
+    if (key.startsWith("_")) continue;
+    assert.deepEqual(Object.keys(term).sort(), ["en", "zh"], key);
+  }
+});
+
+test("the state survives the address, and a bad address falls back to the defaults", () => {
+  assert.deepEqual(parseState(""), DEFAULTS);
+  assert.equal(formatState(DEFAULTS), "");
+  const state = { ...DEFAULTS, lang: "zh", unit: "nats", p: [0.1, 0.2, 0.7], q: [1 / 3, 1 / 3, 1 / 3], draws: 12,
+    w: -1.5, b: 3, eta: 0.6, nielsen: true, t: 17, z: -40, logits: [1, 2, 3, 4], T: 0.25, target: 1, calT: 1.5, margin: 20, hz: 0.5 };
+  assert.deepEqual(parseState(formatState(state)), state);
+  const bad = parseState("#lang=fr&p=0.5,x&w=99&eta=-1&t=1e9&logits=1,2&target=7&z=nan");
+  assert.equal(bad.lang, "en");
+  assert.deepEqual(bad.p, DEFAULTS.p);
+  assert.equal(bad.w, 4);
+  assert.equal(bad.eta, 0.005);
+  assert.equal(bad.t, 300);
+  assert.deepEqual(bad.logits, DEFAULTS.logits);
+  assert.equal(bad.target, 3);
+  assert.equal(bad.z, DEFAULTS.z);
+  // p and q of different lengths cannot be a pair
+  const mismatch = parseState("#p=0.5,0.5&q=0.2,0.3,0.5");
+  assert.deepEqual([mismatch.p, mismatch.q], [DEFAULTS.p, DEFAULTS.q]);
+  // weights are normalised
+  assert.deepEqual(parseState("#p=1,3&q=1,1").p, [0.25, 0.75]);
+});
+
+test("numbers are shown at four significant digits, infinity as ∞", () => {
+  assert.equal(formatNumber(Infinity), "∞");
+  assert.equal(formatNumber(NaN), "—");
+  assert.equal(formatNumber(232), "232");
+  assert.equal(formatNumber(0.0120087), "0.01201");
+  assert.equal(formatNumber(4.248354255291589e-18), "4.248e-18");
+  assert.equal(formatNumber(1.75), "1.750");
+});
