@@ -13,7 +13,7 @@ from _torch_helpers import assert_close, gen, linear_value_and_grads, upstream_f
 
 import crossent.torch as ct  # noqa: E402
 from crossent import kernels  # noqa: E402
-from crossent.torch.linear import _default_vocab_tile  # noqa: E402
+from crossent.torch.linear._blocks import default_vocab_tile as _default_vocab_tile  # noqa: E402
 
 # --------------------------------------------------------------------------- linear_cross_entropy
 
@@ -129,12 +129,12 @@ def test_linear_cross_entropy_float32_blocks_match_linear_plus_cross_entropy(red
 
 
 def test_linear_cross_entropy_default_blocks_with_several_tiles():
-    # 64 tokens x 70000 classes of float32 is 17 MiB: the default tile (65536 classes) splits V in two.
+    # 64 tokens: the default tile of 2 MiB (8192 classes) splits V = 70000 in nine, the last one short.
     n, d, v = 64, 8, 70000
     hidden = torch.randn(n, d, generator=gen())
     weight = torch.randn(v, d, generator=gen(1))
     target = torch.randint(0, v, (n,), generator=gen(2))
-    target[:3] = torch.tensor([0, 65535, 65536])  # either side of the tile boundary
+    target[:3] = torch.tensor([0, 8191, 8192])  # either side of a tile boundary
     ours = linear_value_and_grads(ct.linear_cross_entropy, hidden, weight, target, None, torch.tensor(1.0))
     theirs = linear_value_and_grads(lambda h, w, y, b: F.cross_entropy(h @ w.T, y), hidden, weight, target, None,
                                     torch.tensor(1.0))
@@ -179,17 +179,18 @@ def test_linear_cross_entropy_against_torch_linear_cross_entropy_every_reduction
             assert_close(a, b, torch.float32)
 
 
-def test_linear_cross_entropy_saves_only_the_inputs_and_n_numbers():
+def test_linear_cross_entropy_saves_only_the_inputs_and_two_numbers_per_token():
     hidden = torch.randn(10, 4, generator=gen(), requires_grad=True)
     weight = torch.randn(50, 4, generator=gen(1), requires_grad=True)
     bias = torch.randn(50, generator=gen(2), requires_grad=True)
     target = torch.randint(0, 50, (10,), generator=gen(3))
-    loss = ct.linear_cross_entropy(hidden, weight, target, bias, vocab_tile=16)
-    saved = loss.grad_fn.saved_tensors
+    loss = ct.linear_cross_entropy(hidden, weight, target, bias, vocab_tile=16, reduction="none")
+    node = loss.grad_fn.next_functions[0][0]  # under the reshape to the target's shape
+    saved = [t for t in node.saved_tensors if t is not None]
     inputs = [t for t in saved if t.numel() != 10]
     assert sorted(t.data_ptr() for t in inputs) == sorted(t.data_ptr() for t in (hidden, weight, bias))
     extra = [t for t in saved if t.numel() == 10 and t.data_ptr() != target.data_ptr()]
-    assert sum(t.numel() for t in extra) <= 2 * 10  # the row maxima and log-sums: no N x V, no gradient
+    assert sum(t.numel() for t in extra) <= 2 * 10  # the row frames and log-sums: no N x V
 
 
 def test_linear_cross_entropy_uses_torch_ops_not_the_numpy_kernels(monkeypatch):
@@ -274,19 +275,23 @@ def test_linear_cross_entropy_errors():
         ct.linear_cross_entropy(h, w, y.float())
 
 
-def test_default_chunk_size_takes_all_tokens_up_to_4096_then_equal_chunks():
-    assert [ct.default_chunk_size(n) for n in (0, 1, 1000, 4096)] == [1, 1, 1000, 4096]
-    for n in (4097, 8192, 10000, 123457):
-        rows = ct.default_chunk_size(n)
+def test_default_chunk_size_takes_an_eighth_of_the_batch_up_to_256_tokens_in_equal_chunks():
+    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 64, 512, 1024, 2048)] == [1, 1, 64, 64, 128, 256]
+    for n in (257, 1000, 4096, 123457):
+        rows = ct.default_chunk_size(n, 32768)
+        cap = min(256, max(64, -(-n // 8) + (-(-(-n // 8))) % 16))
         chunks = -(-n // rows)
-        assert rows <= 4096 and chunks == -(-n // 4096) and n - (chunks - 1) * rows >= rows - chunks
+        assert rows <= cap and chunks == -(-n // cap) and n - (chunks - 1) * rows >= rows - chunks
+    for v in (128256, 256000, 10**6, 10**8):  # the kept block (chunk x V) stays within 256 MiB, 16 tokens at least
+        rows = ct.default_chunk_size(4096, v)
+        assert rows >= 16 and (rows * v * 4 <= 256 * 2**20 or rows == 16)
 
 
-def test_default_vocab_tile_makes_blocks_of_about_8_mib():
-    for tokens, v, size in [(1024, 128256, 4), (4096, 32768, 4), (2500, 256000, 2), (1000, 50000, 8)]:
+def test_default_vocab_tile_makes_tiles_of_about_2_mib():
+    for tokens, v, size in [(256, 128256, 4), (64, 32768, 4), (250, 256000, 4), (256, 50000, 8)]:
         tile = _default_vocab_tile(tokens, v, size)
-        assert tile % 128 == 0 and 8 * 2**20 - 128 * tokens * size < tokens * tile * size <= 8 * 2**20
-    assert _default_vocab_tile(1024, 128256, 4) == 2048
+        assert tile % 128 == 0 and 2 * 2**20 - 128 * tokens * size < tokens * tile * size <= 2 * 2**20
+    assert _default_vocab_tile(128, 32768, 4) == 4096
     assert _default_vocab_tile(10**6, 5000, 4) == 128  # at least 128 classes
     assert _default_vocab_tile(16, 5000, 4) == 5000  # at most V
 

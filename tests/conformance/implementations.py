@@ -21,6 +21,7 @@ import crossent.kernels
 import crossent.torch
 from crossent import losses
 from crossent.torch._plain import cross_entropy_plain
+from crossent.torch._plain import reduce as _plain_reduce
 
 _TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
                  "bfloat16": torch.bfloat16}
@@ -103,15 +104,31 @@ def _linear_cross_entropy(case):
     """``hidden @ I.T``: the identity weight makes the hidden's gradient the logits' gradient."""
     hidden = _to_torch(case.logits).requires_grad_(True)
     options = _torch_options(case)
-    options.pop("weight")
-    extra = {}  # options it lacks are passed on, to be refused
-    if case.class_weight is not None:
-        extra["class_weight"] = case.class_weight
-    if case.z_loss:
-        extra["z_loss"] = case.z_loss
+    class_weight = options.pop("weight")
     identity = torch.eye(hidden.shape[1], dtype=hidden.dtype)
     loss = crossent.torch.linear_cross_entropy(hidden, identity, _to_torch(case.labels), chunk_size=2, vocab_tile=3,
-                                               **options, **extra)
+                                               class_weight=class_weight, z_loss=case.z_loss, **options)
+    return _backward(loss, hidden)
+
+
+def _linear_log_probs(case):
+    """The loss as ``-log_probs`` of ``linear_log_probs_and_entropy``, reduced by the torch rules' reduce.
+
+    It has no smoothing, class weights or z-loss: those options are passed on, to be refused.
+    """
+    hidden = _to_torch(case.logits).requires_grad_(True)
+    options = _torch_options(case)
+    reduction = options.pop("reduction")
+    extra = {k: v for k, v in (("label_smoothing", case.label_smoothing), ("class_weight", options.pop("weight")),
+                               ("z_loss", case.z_loss)) if v is not None and not (isinstance(v, float) and v == 0)}
+    options.pop("label_smoothing")
+    labels = _to_torch(case.labels)
+    identity = torch.eye(hidden.shape[1], dtype=hidden.dtype)
+    log_probs, entropy = crossent.torch.linear_log_probs_and_entropy(
+        hidden, identity, labels, return_entropy=False, chunk_size=2, vocab_tile=3, **options, **extra)
+    assert entropy is None
+    kept = labels != options["ignore_index"]
+    loss = _plain_reduce(-log_probs, kept.sum().to(log_probs.dtype), reduction).to(hidden.dtype)
     return _backward(loss, hidden)
 
 
@@ -131,6 +148,8 @@ IMPLEMENTATIONS = [
     Implementation("torch.fused", lambda case: _torch_cross_entropy(case)),
     Implementation("torch.fused.inplace_backward", lambda case: _torch_cross_entropy(case, inplace_backward=True)),
     Implementation("torch.plain", _torch_cross_entropy_plain),
-    Implementation("torch.linear", _linear_cross_entropy,
-                   frozenset({"class_weight", "z_loss", "probability_targets", "masked"})),
+    # -inf logits cannot pass the identity product (0 * -inf = NaN): "masked" stays out of reach.
+    Implementation("torch.linear", _linear_cross_entropy, frozenset({"probability_targets", "masked"})),
+    Implementation("torch.linear.log_probs", _linear_log_probs,
+                   frozenset({"probability_targets", "masked", "class_weight", "z_loss", "label_smoothing"})),
 ]

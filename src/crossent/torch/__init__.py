@@ -14,15 +14,17 @@ Which one to use
 * :func:`binary_cross_entropy_with_logits` / :class:`BCEWithLogitsLoss`: the
   same for ``torch.nn.functional.binary_cross_entropy_with_logits``.
 * :func:`linear_cross_entropy`: the last layer of a language model,
-  ``cross_entropy(hidden @ weight.T + bias, target)``, computed in blocks of
-  (up to 4096 tokens) x (a tile of classes) with plain torch ops on any device,
-  so that the full ``N x V`` logits never exist; use it when ``V`` is large (its
-  extra memory is one block of logits, about 8 MiB by default; it recomputes
-  the logits in backward, 8 instead of 6 ``N D V`` flops).
+  ``cross_entropy(softcap(hidden @ weight.T + bias) / T, target)`` with class
+  weights, smoothing, z-loss and per-token stats, computed in chunks of (up to
+  256 tokens) x (tiles of classes) with plain torch ops on any device, so that
+  the full ``N x V`` logits never exist; for ``sum``/``mean`` the gradients are
+  formed in the forward pass (6 ``N D V`` flops), holding one chunk of logits.
+* :func:`linear_log_probs_and_entropy`: per-token log-probabilities of the
+  targets and entropies of the same head, differentiable (policy-gradient losses).
 
 Modules: :mod:`~crossent.torch.functional` (the functions),
 :mod:`~crossent.torch.modules` (the ``nn.Module`` classes),
-:mod:`~crossent.torch.linear` (the language-model head), ``_ops`` (the fused
+:mod:`~crossent.torch.linear` (the language-model head, a package), ``_ops`` (the fused
 custom operators), ``_plain`` (plain differentiable torch ops), ``_checks``
 (tensor checks).  The options follow :mod:`crossent._rules`.
 
@@ -60,7 +62,7 @@ Intentional differences from torch (everything else matches)
 * :func:`linear_cross_entropy` follows ``F.linear(hidden, weight, bias)`` +
   ``F.cross_entropy`` (torch 2.13's ``F.linear_cross_entropy`` gives the same
   numbers; there the bias is the keyword ``linear_bias`` and ``weight`` means
-  class weights).  It has no class weights nor probability targets.
+  class weights, ours ``class_weight``).  It has no probability targets.
 * On non-CPU devices the label and NaN checks synchronise with the device once
   per call (:func:`linear_cross_entropy`: twice in forward, none in backward).
 
@@ -74,10 +76,11 @@ no further ``N x C`` array is allocated; ``inplace_backward=True`` writes it
 into the logits themselves.  The first unit upstream gradient
 (``loss.backward()``) hands the saved gradient on without a copy (a leaf adopts
 it as its ``.grad``); any other scale, and any later backward through a
-retained graph, allocates.  :func:`linear_cross_entropy` holds one block of
-logits at a time (``chunk_size x vocab_tile``, see its docstring); between
-forward and backward it keeps only its inputs and two numbers per row, and its
-backward allocates nothing beyond that block and the gradients of its inputs.
+retained graph, allocates.  :func:`linear_cross_entropy` holds one chunk of
+logits at a time (``chunk_size x V`` while it forms the gradients in forward,
+else ``chunk_size x vocab_tile``; see its docstring); between forward and
+backward it keeps its inputs, two numbers per row and, for ``sum``/``mean``,
+the gradients it formed, which the first backward scales in place and hands on.
 
 Examples
 --------
@@ -94,13 +97,14 @@ True
 import torch  # noqa: F401  (``crossent.torch.torch`` is the real torch)
 
 from .functional import binary_cross_entropy_with_logits, cross_entropy
-from .linear import default_chunk_size, linear_cross_entropy
+from .linear import default_chunk_size, linear_cross_entropy, linear_log_probs_and_entropy
 from .modules import BCEWithLogitsLoss, CrossEntropyLoss
 
 __all__ = [
     "cross_entropy",
     "binary_cross_entropy_with_logits",
     "linear_cross_entropy",
+    "linear_log_probs_and_entropy",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
     "default_chunk_size",
