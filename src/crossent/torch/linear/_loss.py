@@ -335,7 +335,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     those of :mod:`crossent._rules`.
 
     How: the tokens are taken in chunks (``chunk_size``, default
-    :func:`default_chunk_size`: at most 256 and an eighth of the batch) and each chunk's logits in tiles
+    :func:`default_chunk_size`: at most 256 and three sixteenths of the batch) and each chunk's logits in tiles
     of ``vocab_tile`` classes (default: about 2 MiB).  Each tile's logits are
     shifted by the tile maximum (``z - m_k <= 0``: ``exp`` never overflows; a
     large common offset cancels exactly) and reduced to a few sums per token,
@@ -354,7 +354,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     are slow there), their gradients rounded once at the end.
 
     Memory: one ``chunk_size x V`` block in the compute dtype while gradients
-    are formed in forward (16 MiB for 1024 tokens at V = 32768), otherwise two
+    are formed in forward (21 MiB for 1024 tokens at V = 32768), otherwise two
     ``chunk_size x vocab_tile`` tiles; plus vectors of length N and V, and for
     float16/bfloat16 a float32 ``V x D`` accumulator of the weight gradient.
 
