@@ -2,6 +2,8 @@ r"""Cross-entropy of logits sharded along the vocabulary: :func:`vocab_parallel_
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -11,6 +13,11 @@ from .. import _checks
 from . import _comm, _softmax
 
 __all__ = ["vocab_parallel_cross_entropy"]
+
+
+def _rows(t):
+    """``(*, V_r) -> (N, V_r)``, also for ``V_r = 0`` (a rank without classes)."""
+    return t.reshape(math.prod(t.shape[:-1]), t.shape[-1])
 
 
 def check_targets(target, batch_shape, name="target"):
@@ -45,7 +52,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits_shard, labels, class_weight, options, group, global_denominator):
         dtype = _checks.compute_dtype(logits_shard.dtype)
-        x = logits_shard.reshape(-1, logits_shard.shape[-1]).to(dtype)
+        x = _rows(logits_shard).to(dtype)
         kept = labels != options.ignore_index if options.ignore_index is not None else torch.ones_like(labels, dtype=bool)
         layout = _comm.exchange_layout(x.shape[1], labels, kept, signature(options, class_weight, global_denominator),
                                        group, x.device, class_weight)
@@ -65,7 +72,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_out):
         logits_shard, labels, kept, frame, log_sum, weights, d = ctx.saved_tensors
         s = ctx.setup
-        x = logits_shard.reshape(-1, logits_shard.shape[-1]).to(frame.dtype)
+        x = _rows(logits_shard).to(frame.dtype)
         c = _softmax.row_coefficients(grad_out, d, s.options.reduction, kept, x.shape[0], frame.dtype)
         grad = _softmax.logit_grad(x, frame, log_sum, c, weights, labels, kept, ctx.start, s)
         return grad.reshape(logits_shard.shape).to(logits_shard.dtype), None, None, None, None, None
