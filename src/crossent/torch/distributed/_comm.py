@@ -132,9 +132,14 @@ def local_stats(x, labels, kept, start: int, coef=None, moment: bool = False) ->
     # x - top <= 0: exp never overflows, and the difference is exact at any common offset.
     shifted = x - frame
     at_max = shifted == 0
-    exps = shifted.exp()
-    rest = torch.where(at_max, 0.0, exps).sum(1)
+    moment_sum = None
+    if moment:
+        exps = shifted.exp()
+        moment_sum = (exps * shifted).sum(1)  # the maxima's terms are 0 * 1
+    else:
+        exps = shifted.exp_()  # in place: one N x V_r temporary in all
     ties = at_max.sum(1).to(x.dtype)
+    rest = exps.masked_fill_(at_max, 0.0).sum(1)
     mine = kept & (labels >= start) & (labels < start + v)
     target = x.new_zeros(n)
     if v:
@@ -142,10 +147,11 @@ def local_stats(x, labels, kept, start: int, coef=None, moment: bool = False) ->
     smooth = None
     if coef is not None:
         # Halves: x - top can exceed the dtype's range near its max (x = -0.9 max, top = 0.9 max); a
-        # -inf logit of positive coefficient gives -inf (the loss is then +inf, as in torch).
-        counted = coef != 0
-        smooth = torch.where(counted, coef * (x * 0.5 - frame * 0.5), 0.0).sum(1)
-    return LocalStats(top, rest, ties, target, smooth, (exps * shifted).sum(1) if moment else None)
+        # -inf logit of positive coefficient gives -inf (the loss is then +inf, as in torch), one of
+        # coefficient 0 is set to 0 before the product (0 * inf = 0).
+        half = torch.mul(x, 0.5, out=exps).sub_(frame * 0.5)  # reuses the exponentials' memory
+        smooth = half.masked_fill_(coef == 0, 0.0) @ coef
+    return LocalStats(top, rest, ties, target, smooth, moment_sum)
 
 
 def max_all_reduce(stats: LocalStats, kept, layout: ShardLayout, group) -> torch.Tensor:
