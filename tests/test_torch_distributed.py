@@ -285,6 +285,36 @@ def scenario_conformance(rank, world, sizes):
     return out
 
 
+def readme_block(title):
+    """The README's ```python block that starts with ``# crossent.torch.distributed: <title>``."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index(f"```python\n# crossent.torch.distributed: {title}")
+    return text[start + len("```python\n"):text.index("```", start + 3)]
+
+
+def scenario_readme(rank, world, sizes):
+    """The README's two examples, run as they are written."""
+    if world != 2:
+        return None
+    from types import SimpleNamespace
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    x, y, _, _ = ce_inputs()
+    h, w, _, _, _, _ = linear_inputs(n=x.shape[0])  # the same 9 tokens and target
+    tp = dp = dist.group.WORLD
+    scope = {"ct": ct, "tp": tp, "logits_shard": _shard(x, sizes, rank).clone().requires_grad_(), "target": y,
+             "hidden": h.clone().requires_grad_(), "weight_shard": _shard(w, sizes, rank, 0).clone().requires_grad_()}
+    exec(readme_block("tensor parallel"), scope)
+    out = {"tensor": (scope["logits_shard"].grad, scope["hidden"].grad, scope["weight_shard"].grad)}
+    model, x, y, _ = dp_inputs(rank)
+    half = x.shape[0] // 2
+    batches = [SimpleNamespace(input=x[:half], target=y[:half]), SimpleNamespace(input=x[half:], target=y[half:])]
+    exec(readme_block("data parallel"), {"ct": ct, "dp": dp, "model": DDP(model), "micro_batches": batches})
+    out["data"] = [p.grad for p in model.parameters()]
+    return out
+
+
 SCENARIOS = {name[len("scenario_"):]: f for name, f in globals().items() if name.startswith("scenario_")}
 
 
@@ -444,6 +474,24 @@ def test_global_denominator_removes_the_bias_of_per_rank_means(world2):
         for key in ("fixed_weighted", "micro_batches", "argument"):
             for got, want in zip(out[key], expected_weighted):
                 assert_close(got, want)
+
+
+def test_the_readme_examples_give_the_single_process_gradients(world2):
+    x, y, _, _ = ce_inputs()
+    h, w, _, _, _, _ = linear_inputs(n=x.shape[0])
+    leaf = x.clone().requires_grad_()
+    (grad_logits,) = torch.autograd.grad(F.cross_entropy(leaf, y, label_smoothing=0.1), leaf)
+    leaves = [h.clone().requires_grad_(), w.clone().requires_grad_()]
+    grad_hidden, grad_weight = torch.autograd.grad(reference_ce(leaves[0] @ leaves[1].T, y, z_loss=1e-4), leaves)
+    model, x, y, _ = dp_inputs(None)
+    grad_model = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
+    for rank, result in enumerate(world2):
+        got = result["readme"]
+        assert_close(got["tensor"][0], _shard(grad_logits, SPLITS[2], rank))
+        assert_close(got["tensor"][1], grad_hidden)
+        assert_close(got["tensor"][2], _shard(grad_weight, SPLITS[2], rank, 0))
+        for a, b in zip(got["data"], grad_model):
+            assert_close(a, b)
 
 
 # --------------------------------------------------------------------------- errors: the same on every rank
