@@ -543,3 +543,75 @@ def test_conformance_cases_with_the_vocabulary_split(world):
         assert all(torch.equal(g[0], got[0][0]) for g in got), case.id
         grad = np.concatenate([to_numpy(g[1]) for g in got], axis=1)
         assert_matches_reference(case, to_numpy(got[0][0]), grad)
+
+
+# --------------------------------------------------------------------------- in this process: a world of one
+
+
+@pytest.fixture(scope="module")
+def one_rank():
+    if not dist.is_initialized():  # the conformance table and the doctests make the same world of one
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+
+
+def test_gradcheck_float64(one_rank):
+    x, y, w, _ = ce_inputs(n=5)
+    torch.autograd.gradcheck(lambda t: ctd.vocab_parallel_cross_entropy(
+        t, y, class_weight=w, label_smoothing=0.2, z_loss=0.1, reduction="none"), x.clone().requires_grad_())
+    h, wt, b, y, _, _ = linear_inputs(n=8, d=3)
+    inputs = tuple(t.clone().requires_grad_() for t in (h, wt, b))
+    torch.autograd.gradcheck(lambda *t: ctd.vocab_parallel_linear_cross_entropy(
+        *t[:2], y, t[2], label_smoothing=0.1, z_loss=0.05, chunk_size=4), inputs)
+    torch.autograd.gradcheck(lambda *t: ctd.vocab_parallel_linear_log_probs_and_entropy(
+        *t[:2], y, t[2], temperature=1.3, chunk_size=4), inputs)
+
+
+def test_empty_mean_and_global_denominator_argument(one_rank):
+    x, y, _, _ = ce_inputs()
+    leaf = x.clone().requires_grad_()
+    loss = ctd.vocab_parallel_cross_entropy(leaf, torch.full_like(y, -100))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and not leaf.grad.any()
+    total = ctd.vocab_parallel_cross_entropy(x, y, reduction="sum")
+    assert_close(ctd.vocab_parallel_cross_entropy(x, y, global_denominator=4.0), total / 4)
+    assert_close(ctd.vocab_parallel_cross_entropy(x, y, global_denominator=torch.tensor(0.0, dtype=F64)),
+                 torch.tensor(0.0, dtype=F64))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x.long(), y), TypeError, "`logits_shard`"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y.double()), TypeError, "`target`"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y[:-1]), ValueError, "`target` must have shape"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, label_smoothing=1.5), ValueError, "`label_smoothing`"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, reduction="avg"), ValueError, "`reduction`"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, class_weight=torch.ones(3, dtype=F64)), ValueError,
+     "`class_weight` must have one weight per class"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, global_denominator=3.0, reduction="sum"), ValueError,
+     "`global_denominator` applies"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, global_denominator=-1.0), ValueError,
+     "`global_denominator`"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, global_denominator=torch.tensor(float("nan"))),
+     ValueError, "`global_denominator`"),
+    (lambda x, y: ctd.vocab_parallel_cross_entropy(x, y, group="tp"), TypeError, "`group`"),
+    (lambda x, y: ctd.vocab_parallel_linear_cross_entropy(x, torch.ones(4, 3, dtype=F64), y), ValueError,
+     "`hidden` must end with D=3"),
+    (lambda x, y: ctd.vocab_parallel_linear_cross_entropy(x, torch.ones(4, V, dtype=F64), y, chunk_size=0),
+     ValueError, "`chunk_size`"),
+    (lambda x, y: ctd.vocab_parallel_linear_log_probs_and_entropy(x, torch.ones(4, V, dtype=F64), y,
+                                                                  temperature=0.0), ValueError, "`temperature`"),
+    (lambda x, y: ctd.global_denominator(y.double()), TypeError, "`target`"),
+    (lambda x, y: ctd.global_denominator(y, class_weight=torch.ones(3, dtype=F64)), ValueError, r"\[0, 3\)"),
+])
+def test_bad_arguments_name_the_parameter(one_rank, call, error, match):
+    x, y, _, _ = ce_inputs()
+    with pytest.raises(error, match=match):
+        call(x, y)
+
+
+def test_without_a_process_group_the_error_says_what_to_do():
+    import subprocess
+
+    code = ("import torch, crossent.torch.distributed as d\n"
+            "try:\n    d.vocab_parallel_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]))\n"
+            "except RuntimeError as e:\n    assert 'init_process_group' in str(e), e\nelse:\n    raise SystemExit(1)")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
