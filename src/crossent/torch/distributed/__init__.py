@@ -32,9 +32,13 @@ Communication (per forward call, whatever the number of chunks)
 
 Backward communicates nothing for the logits, the projection or the bias; the
 linear head's hidden gradient is all-reduced once (unless
-``all_reduce_hidden_grad=False``).  A bad input on any rank raises the same
+``all_reduce_hidden_grad=False``).  A bad value on any rank (labels, logits,
+weights, a target or options that differ between ranks) raises the same
 ``ValueError`` on every rank, after the collective that told them all (never a
-hang).  :func:`global_denominator` is one all-reduce of two numbers.
+hang).  Bad arguments (types, shapes, option values) are refused before any
+communication, on the rank that passed them: if only some ranks pass them, the
+others wait in the first collective until the process group's timeout.
+:func:`global_denominator` is one all-reduce of two numbers.
 
 Devices and backends
 --------------------
