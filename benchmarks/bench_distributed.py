@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/bench_distributed.py            # the full shapes (about 4 minutes, ~6 GiB RAM)
-    python benchmarks/bench_distributed.py --quick    # tiny sizes, to check that every provider runs (~1 minute)
+    python benchmarks/bench_distributed.py            # the full shapes (about 7 minutes, ~4 GiB RAM; an estimate)
+    python benchmarks/bench_distributed.py --quick    # tiny sizes, to check that every provider runs (1-2 minutes)
 
 The conventions of ``benchmarks/bench.py``: every (case, shape, provider) runs in
 a fresh Python process (``bench.run_child``), the providers of one shape one
