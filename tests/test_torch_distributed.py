@@ -186,11 +186,13 @@ def scenario_data_parallel(rank, world, sizes):
         return None
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    model, x, y, w = dp_inputs(rank)
+    ddp = DDP(model)  # one wrapper for every case (building one costs a second): no step is taken, grads reset
+
     def ddp_grads(loss_fn):
-        model, x, y, w = dp_inputs(rank)
-        ddp = DDP(model)
+        model.zero_grad(set_to_none=True)
         loss_fn(ddp, x, y, w).backward()  # DDP averages the gradients over the ranks
-        return [p.grad for p in model.parameters()]
+        return [p.grad.clone() for p in model.parameters()]
 
     out = {"biased": ddp_grads(lambda m, x, y, w: F.cross_entropy(m(x), y))}
     out["fixed"] = ddp_grads(lambda m, x, y, w: ct.cross_entropy(m(x), y, reduction="sum")
@@ -199,14 +201,13 @@ def scenario_data_parallel(rank, world, sizes):
         lambda m, x, y, w: ct.cross_entropy(m(x), y, weight=w, reduction="sum")
         / ctd.global_denominator(y, class_weight=w) * world)
     # Two micro-batches per rank, one optimiser step: the denominator counts both, on both ranks.
-    model, x, y, w = dp_inputs(rank)
-    ddp = DDP(model)
+    model.zero_grad(set_to_none=True)
     half = x.shape[0] // 2
     denominator = ctd.global_denominator([y[:half], y[half:]], class_weight=w)
     with ddp.no_sync():
         (ct.cross_entropy(ddp(x[:half]), y[:half], weight=w, reduction="sum") / denominator * world).backward()
     (ct.cross_entropy(ddp(x[half:]), y[half:], weight=w, reduction="sum") / denominator * world).backward()
-    out["micro_batches"] = [p.grad for p in model.parameters()]
+    out["micro_batches"] = [p.grad.clone() for p in model.parameters()]
     # The global_denominator argument, in a tensor-parallel group of one rank per data-parallel rank.
     groups = [dist.new_group([r]) for r in range(world)]
     model, x, y, w = dp_inputs(rank)
