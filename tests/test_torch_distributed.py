@@ -616,3 +616,25 @@ def test_without_a_process_group_the_error_says_what_to_do():
             "try:\n    d.vocab_parallel_cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]))\n"
             "except RuntimeError as e:\n    assert 'init_process_group' in str(e), e\nelse:\n    raise SystemExit(1)")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_logits_in_several_blocks_of_rows(one_rank, monkeypatch):
+    """Blocks of 2 rows (the default is about 8 MiB): the same loss and gradient as the plain-torch path of
+    crossent.torch (torch's own gives NaN for a masked class of weight 0 under smoothing)."""
+    from crossent.torch._plain import cross_entropy_plain
+    from crossent.torch.distributed import _comm
+
+    monkeypatch.setattr(_comm, "_BLOCK_BYTES", 2 * V * 8)
+    x, y, w, up = ce_inputs()
+    x[:, 3] = -float("inf")
+    w[3] = 0.0
+    for reduction in ("none", "mean"):
+        options = dict(label_smoothing=0.1, z_loss=1e-2, reduction=reduction)
+        ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+        loss = ctd.vocab_parallel_cross_entropy(ours, y, class_weight=w, **options)
+        ref = cross_entropy_plain(theirs, y, weight=w, **options)
+        loss.backward(_upstream(reduction, up))
+        ref.backward(_upstream(reduction, up))
+        assert_close(loss, ref)
+        assert_close(ours.grad, theirs.grad)
+        assert torch.isfinite(loss).all() and torch.equal(ours.grad[:, 3], torch.zeros(x.shape[0], dtype=F64))

@@ -52,15 +52,16 @@ class ShardLayout(NamedTuple):
     vocab_size: int
     sizes: tuple
     rank: int
+    zero_weight: bool  # some class weight is 0 (a masked class of weight 0 must count 0, not 0 * -inf)
 
 
 def exchange_layout(local_classes: int, labels: torch.Tensor, kept: torch.Tensor, signature: int, group,
                     device, class_weight=None) -> ShardLayout:
-    """One all-gather of seven integers per rank, then the checks every rank makes alike.
+    """One all-gather of eight integers per rank, then the checks every rank makes alike.
 
     Each rank sends its number of classes, its number of tokens, a checksum of
     its labels, `signature` (its options), the range of its kept labels and
-    whether its `class_weight` holds a negative or non-finite value.
+    whether its `class_weight` holds a negative or non-finite value, and whether it holds a 0.
     The offsets are the cumulative shard sizes in rank order, so the shards may
     be of any (also zero) sizes; the vocabulary is their sum.
     """
@@ -74,6 +75,8 @@ def exchange_layout(local_classes: int, labels: torch.Tensor, kept: torch.Tensor
         torch.where(kept, labels, -1).amax() if n else torch.tensor(-1, device=labels.device),
         torch.tensor(0, device=labels.device) if class_weight is None
         else (~(class_weight >= 0) | (class_weight == math.inf)).any().to(device=labels.device),
+        torch.tensor(0, device=labels.device) if class_weight is None
+        else (class_weight == 0).any().to(device=labels.device),
     ]).to(device=device, dtype=torch.int64)
     gathered = [torch.empty_like(meta) for _ in range(size)]
     dist.all_gather(gathered, meta, group=group)
@@ -103,7 +106,7 @@ def exchange_layout(local_classes: int, labels: torch.Tensor, kept: torch.Tensor
         bad = low if low < 0 else high
         raise ValueError(f"`target` must lie in [0, {vocab_size}) (or equal to ignore_index), got {bad}.")
     start = sum(sizes[:rank])
-    return ShardLayout(start, start + local_classes, vocab_size, sizes, rank)
+    return ShardLayout(start, start + local_classes, vocab_size, sizes, rank, bool(table[0][7]))
 
 
 class LocalStats(NamedTuple):
@@ -124,22 +127,26 @@ class LocalStats(NamedTuple):
     moment: torch.Tensor | None
 
 
-def local_stats(x, labels, kept, start: int, coef=None, moment: bool = False) -> LocalStats:
-    """The statistics of one block of logits ``x`` (rows x this rank's classes), read-only."""
+def local_stats(x, labels, kept, start: int, coef=None, moment: bool = False, zero_coef: bool = False) -> LocalStats:
+    """The statistics of one block of logits ``x`` (rows x this rank's classes), read-only.
+
+    The masks are float tensors (``ne(..., out=float)``): torch's boolean reductions and
+    ``masked_fill`` cost 4-6 times a float pass on the CPU.
+    """
     n, v = x.shape
     top = x.amax(1) if v else x.new_full((n,), -math.inf)
     frame = torch.where(top.isfinite(), top, 0.0)[:, None]
     # x - top <= 0: exp never overflows, and the difference is exact at any common offset.
     shifted = x - frame
-    at_max = shifted == 0
+    below = torch.ne(shifted, 0, out=torch.empty_like(shifted))  # 1.0 below the maximum, 0.0 at it
+    ties = v - below.sum(1)
     moment_sum = None
     if moment:
         exps = shifted.exp()
         moment_sum = (exps * shifted).sum(1)  # the maxima's terms are 0 * 1
     else:
-        exps = shifted.exp_()  # in place: one N x V_r temporary in all
-    ties = at_max.sum(1).to(x.dtype)
-    rest = exps.masked_fill_(at_max, 0.0).sum(1)
+        exps = shifted.exp_()  # in place
+    rest = below.mul_(exps).sum(1)  # the sum without the maxima: log1p keeps a confident row's digits
     mine = kept & (labels >= start) & (labels < start + v)
     target = x.new_zeros(n)
     if v:
@@ -150,8 +157,36 @@ def local_stats(x, labels, kept, start: int, coef=None, moment: bool = False) ->
         # -inf logit of positive coefficient gives -inf (the loss is then +inf, as in torch), one of
         # coefficient 0 is set to 0 before the product (0 * inf = 0).
         half = torch.mul(x, 0.5, out=exps).sub_(frame * 0.5)  # reuses the exponentials' memory
-        smooth = half.masked_fill_(coef == 0, 0.0) @ coef
+        if zero_coef:
+            half.masked_fill_(coef == 0, 0.0)
+        smooth = half @ coef
     return LocalStats(top, rest, ties, target, smooth, moment_sum)
+
+
+_BLOCK_BYTES = 8 * 2**20  # one chunk of compute-dtype logits; at most _MAX_CHUNK rows
+_MAX_CHUNK = 4096
+
+
+def spans(total, step):
+    return [(start, min(start + step, total)) for start in range(0, total, step)]
+
+
+def chunk_rows(chunk_size, n, local_classes, dtype) -> int:
+    """Rows per chunk: `chunk_size`, or a block of about 8 MiB of compute-dtype logits (at most 4096 rows)."""
+    if chunk_size is not None:
+        return int(chunk_size)
+    per_row = max(local_classes, 1) * torch.empty((), dtype=dtype).element_size()
+    return max(1, min(_MAX_CHUNK, n, _BLOCK_BYTES // per_row))
+
+
+def chunked_stats(block, n, chunk, labels, kept, start, coef=None, moment=False, zero_coef=False) -> LocalStats:
+    """:func:`local_stats` of the blocks ``block(a, b)`` (rows a:b), joined; the temporaries are one block's."""
+    parts = [local_stats(block(a, b), labels[a:b], kept[a:b], start, coef, moment, zero_coef)
+             for a, b in spans(n, chunk)]
+    if not parts:  # no row
+        empty = labels.new_zeros(0, dtype=block(0, 0).dtype)
+        return LocalStats(empty, empty, empty, empty, None if coef is None else empty, empty if moment else None)
+    return LocalStats(*(None if field[0] is None else torch.cat(field) for field in zip(*parts)))
 
 
 def max_all_reduce(stats: LocalStats, kept, layout: ShardLayout, group) -> torch.Tensor:

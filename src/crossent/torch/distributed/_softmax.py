@@ -73,15 +73,15 @@ def loss_rows(stats: Combined, weights, kept, s: Setup):
     return torch.where(kept, rows, 0.0)
 
 
-def logit_grad(x, frame, log_sum, coefficient, weights, labels, kept, start, s: Setup):
+def logit_grad(x, frame, log_sum, coefficient, weights, labels, kept, start, s: Setup, out=None):
     """The gradient of ``sum_i c_i L_i`` with respect to a block of logits ``x`` (rows x this rank's classes).
 
-    Overwrites and returns a new tensor: ``p = exp((x - m) - log S) <= 1`` (no overflow), then
+    Into `out` (or a new tensor): ``p = exp((x - m) - log S) <= 1`` (no overflow), then
     ``c (A p - q)``.  ``coefficient`` is ``c``, 0 on ignored rows.
     """
     eps, z_loss = s.options.label_smoothing, s.options.z_loss
     v = x.shape[1]
-    grad = (x - frame[:, None]).sub_(log_sum[:, None]).exp_()
+    grad = torch.sub(x, frame[:, None], out=out).sub_(log_sum[:, None]).exp_()
     a = (1 - eps) * weights + s.coef_total
     if z_loss:
         a = a + 2 * z_loss * (frame + log_sum)

@@ -31,40 +31,18 @@ from .logits import check_class_weight, check_targets, signature
 
 __all__ = ["vocab_parallel_linear_cross_entropy", "vocab_parallel_linear_log_probs_and_entropy"]
 
-_BLOCK_BYTES = 8 * 2**20  # one chunk of compute-dtype logits; at most _MAX_CHUNK tokens
-_MAX_CHUNK = 4096
-
-
-def _spans(total, step):
-    return [(start, min(start + step, total)) for start in range(0, total, step)]
-
-
-def _chunk_size(chunk_size, n, local_classes, dtype):
-    if chunk_size is not None:
-        return int(chunk_size)
-    per_token = max(local_classes, 1) * torch.empty((), dtype=dtype).element_size()
-    return max(1, min(_MAX_CHUNK, n, _BLOCK_BYTES // per_token))
-
-
 def _logits(h, weight, bias, dtype, temperature=1.0):
     """``(h W_r^T + b_r) / T`` in the compute dtype (the product in the inputs' dtype, as ``F.linear``)."""
     x = (h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())).to(dtype)
     return x.div_(temperature) if temperature != 1.0 else x
 
 
-def _gather_stats(parts):
-    """Per-chunk :class:`_comm.LocalStats` joined into one (torch.cat of each field)."""
-    return _comm.LocalStats(*(None if field[0] is None else torch.cat(field) for field in zip(*parts)))
-
-
 def _local_pass(hidden, weight, bias, labels, kept, layout, chunk, dtype, coef=None, moment=False, temperature=1.0):
-    parts = [_comm.local_stats(_logits(hidden[a:b], weight, bias, dtype, temperature), labels[a:b], kept[a:b],
-                               layout.start, coef, moment) for a, b in _spans(hidden.shape[0], chunk)]
-    if not parts:  # no token
-        empty = hidden.new_zeros(0, dtype=dtype)
-        return _comm.LocalStats(empty, empty, empty, empty, None if coef is None else empty,
-                                empty if moment else None)
-    return _gather_stats(parts)
+    def block(a, b):
+        return _logits(hidden[a:b], weight, bias, dtype, temperature)
+
+    return _comm.chunked_stats(block, hidden.shape[0], chunk, labels, kept, layout.start, coef, moment,
+                               layout.zero_weight)
 
 
 def _backward_pass(ctx, hidden, weight, bias, block_grad, needs):
@@ -72,7 +50,7 @@ def _backward_pass(ctx, hidden, weight, bias, block_grad, needs):
     grad_hidden = torch.empty_like(hidden) if needs[0] else None
     grad_weight = torch.zeros_like(weight) if needs[1] else None
     grad_bias = torch.zeros(weight.shape[0], dtype=ctx.dtype, device=hidden.device) if needs[2] else None
-    for a, b in _spans(hidden.shape[0], ctx.chunk):
+    for a, b in _comm.spans(hidden.shape[0], ctx.chunk):
         g = block_grad(_logits(hidden[a:b], weight, bias, ctx.dtype, ctx.temperature), a, b)
         if grad_bias is not None:
             grad_bias += g.sum(0)
@@ -96,7 +74,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                                        signature(options, class_weight, global_denominator, "linear"), group,
                                        hidden.device, class_weight)
         s = _softmax.setup(options, class_weight, layout, dtype, hidden.device)
-        chunk = _chunk_size(chunk_size, hidden.shape[0], weight.shape[0], dtype)
+        chunk = _comm.chunk_rows(chunk_size, hidden.shape[0], weight.shape[0], dtype)
         stats = _local_pass(hidden, weight, bias, labels, kept, layout, chunk, dtype, s.coef)
         top = _comm.max_all_reduce(stats, kept, layout, group)
         combined = _comm.sum_all_reduce(stats, top, kept, s.local_coef_sum, group)
@@ -131,7 +109,7 @@ class _LinearLogProbs(torch.autograd.Function):
         kept = labels != ignore_index if ignore_index is not None else torch.ones_like(labels, dtype=bool)
         sig = _comm.options_signature("log_probs", ignore_index, temperature, want_entropy)
         layout = _comm.exchange_layout(weight.shape[0], labels, kept, sig, group, hidden.device)
-        chunk = _chunk_size(chunk_size, hidden.shape[0], weight.shape[0], dtype)
+        chunk = _comm.chunk_rows(chunk_size, hidden.shape[0], weight.shape[0], dtype)
         stats = _local_pass(hidden, weight, bias, labels, kept, layout, chunk, dtype, moment=want_entropy,
                             temperature=temperature)
         top = _comm.max_all_reduce(stats, kept, layout, group)

@@ -57,7 +57,9 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         layout = _comm.exchange_layout(x.shape[1], labels, kept, signature(options, class_weight, global_denominator),
                                        group, x.device, class_weight)
         s = _softmax.setup(options, class_weight, layout, dtype, x.device)
-        stats = _comm.local_stats(x, labels, kept, layout.start, s.coef)
+        chunk = _comm.chunk_rows(None, x.shape[0], x.shape[1], dtype)  # the temporaries: one block of rows
+        stats = _comm.chunked_stats(lambda a, b: x[a:b], x.shape[0], chunk, labels, kept, layout.start, s.coef,
+                                    zero_coef=layout.zero_weight)
         top = _comm.max_all_reduce(stats, kept, layout, group)
         combined = _comm.sum_all_reduce(stats, top, kept, s.local_coef_sum, group)
         weights = _softmax.row_weight(labels, kept, s.class_weight, dtype)
@@ -74,7 +76,10 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         s = ctx.setup
         x = _rows(logits_shard).to(frame.dtype)
         c = _softmax.row_coefficients(grad_out, d, s.options.reduction, kept, x.shape[0], frame.dtype)
-        grad = _softmax.logit_grad(x, frame, log_sum, c, weights, labels, kept, ctx.start, s)
+        grad = torch.empty_like(x)
+        for a, b in _comm.spans(x.shape[0], _comm.chunk_rows(None, x.shape[0], x.shape[1], x.dtype)):
+            _softmax.logit_grad(x[a:b], frame[a:b], log_sum[a:b], c[a:b], weights[a:b], labels[a:b], kept[a:b],
+                                ctx.start, s, out=grad[a:b])
         return grad.reshape(logits_shard.shape).to(logits_shard.dtype), None, None, None, None, None
 
 
