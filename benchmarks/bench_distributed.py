@@ -28,7 +28,7 @@ Providers, at the same total shape ``N x V`` (``ce``) or ``N x D x V`` (``linear
 
 What would change on NCCL (not measured here: no GPU): the collectives would
 run on the GPU over NVLink or the network, moving the same ``(1 + 3) N`` numbers
-per step (plus seven integers per rank), a few microseconds to a few hundred
+per step (plus eight integers per rank), a few microseconds to a few hundred
 for the usual N, against the milliseconds that gloo's TCP loopback costs; the
 two host synchronisations per step (the layout table and the error flags)
 would become the visible cost for small N, and the loss's element-wise work
@@ -108,7 +108,7 @@ def _comm_seconds(case, shape, world, reps):
     import torch.distributed as dist
 
     n = shape[0]
-    meta, gathered = torch.zeros(7, dtype=torch.int64), [torch.zeros(7, dtype=torch.int64) for _ in range(world)]
+    meta, gathered = torch.zeros(8, dtype=torch.int64), [torch.zeros(8, dtype=torch.int64) for _ in range(world)]
     maxima, sums = torch.zeros(n + 1), torch.zeros(3, n)
     times = []
     for _ in range(reps + 1):

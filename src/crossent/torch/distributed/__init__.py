@@ -22,9 +22,9 @@ the whole vocabulary (Megatron-LM #737 uses the shard's).
 
 Communication (per forward call, whatever the number of chunks)
 ---------------------------------------------------------------
-1. an all-gather of seven integers per rank: shard sizes (so offsets and the
+1. an all-gather of eight integers per rank: shard sizes (so offsets and the
    vocabulary size are learnt, not assumed), token counts, checksums of the
-   labels and of the options, the labels' range, a bad-weight flag;
+   labels and of the options, the labels' range, bad-weight and zero-weight flags;
 2. an all-reduce (max) of the ``N`` row maxima and a NaN flag;
 3. an all-reduce (sum) of 3-4 rows of ``N`` numbers (the sum of exponentials
    without the maxima, the number of maxima, the target logit, and the
