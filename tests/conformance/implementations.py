@@ -132,6 +132,25 @@ def _linear_log_probs(case):
     return _backward(loss, hidden)
 
 
+def _vocab_parallel_cross_entropy(case):
+    """``crossent.torch.distributed`` in a world of one process (gloo), made once per test session.
+
+    tests/test_torch_distributed.py runs the same cases with the vocabulary split over 2 and 3 processes.
+    """
+    import torch.distributed as dist
+
+    from crossent.torch.distributed import vocab_parallel_cross_entropy
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    logits = _to_torch(case.logits).requires_grad_(True)
+    weight = None if case.class_weight is None else _to_torch(case.class_weight, case.dtype_name)
+    loss = vocab_parallel_cross_entropy(logits, _to_torch(case.labels), class_weight=weight,
+                                        ignore_index=case.ignore_index, label_smoothing=case.label_smoothing,
+                                        z_loss=case.z_loss, reduction=case.reduction)
+    return _backward(loss, logits)
+
+
 # --------------------------------------------------------------------------- the table
 
 LOW_PRECISION = frozenset({"float16", "bfloat16"})
@@ -152,4 +171,5 @@ IMPLEMENTATIONS = [
     Implementation("torch.linear", _linear_cross_entropy, frozenset({"probability_targets", "masked"})),
     Implementation("torch.linear.log_probs", _linear_log_probs,
                    frozenset({"probability_targets", "masked", "class_weight", "z_loss", "label_smoothing"})),
+    Implementation("torch.vocab_parallel", _vocab_parallel_cross_entropy, frozenset({"probability_targets"})),
 ]
