@@ -60,11 +60,12 @@ def _maxnum32(typingctx, a, b):
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model="numpy")
-def exp_nonpositive(t):
-    """exp(t) for t <= 0 in float32 (relative error < 3e-7); 0 below -87; NaN stays NaN.
+def exp_in_range(t):
+    """exp(t) for float32 t in [-87, 0] (relative error < 3e-7), with no range test: the caller clamps.
 
     t = k ln2 + f with |f| <= ln2/2, exp(f) by a degree-7 polynomial (Cephes
-    expf coefficients), 2^k built directly in the exponent bits.
+    expf coefficients), 2^k built directly in the exponent bits.  NaN stays
+    NaN (k is clamped before it becomes an integer).
     """
     k = np.floor(t * LOG2E + F32(0.5))
     f = t - k * LN2_HI
@@ -77,8 +78,13 @@ def exp_nonpositive(t):
     p = p * f + F32(5.0000001201e-1)
     p = p * f * f + f + F32(1.0)
     k = k if k > F32(-126.0) else F32(-126.0)
-    two_to_k = _int_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-    return F32(0.0) if t < F32(-87.0) else p * two_to_k
+    return p * _int_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def exp_nonpositive(t):
+    """exp(t) for t <= 0 in float32 (relative error < 3e-7); 0 below -87; NaN stays NaN."""
+    return F32(0.0) if t < F32(-87.0) else exp_in_range(t)
 
 
 @njit(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
