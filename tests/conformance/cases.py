@@ -40,6 +40,7 @@ class Case:
         found |= {"probability_targets"} if self.probability_targets else set()
         found |= {"class_weight"} if self.class_weight is not None else set()
         found |= {"z_loss"} if self.z_loss else set()
+        found |= {"label_smoothing"} if self.label_smoothing else set()
         with np.errstate(invalid="ignore"):
             found |= {"masked"} if np.isneginf(self.logits.astype(np.float64)).any() else set()
         object.__setattr__(self, "features", frozenset(found))

@@ -85,6 +85,31 @@ def _wide(a):
     return (a.astype(np.float32) if a.dtype == ml_dtypes.bfloat16 else a).astype(reference.WIDE)
 
 
+def assert_values_close(values, ref, what: str, dtype=None) -> None:
+    """|value - ref| <= rtol |ref|, rtol of `dtype` (default: the values'), below whose normal range only absolutely;
+    a reference beyond the range of the values' own dtype must come back as that infinity."""
+    dtype = np.asarray(values).dtype if dtype is None else np.dtype(dtype)
+    rtol, info = RTOL[dtype], _finfo(dtype)
+    got = _wide(values)
+    with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: judged below
+        close = np.abs(got - ref) <= rtol * np.abs(ref) + float(info.smallest_normal)
+        ok = np.where(np.abs(ref) > reference.WIDE(_finfo(np.asarray(values).dtype).max),
+                      got == np.sign(ref) * np.inf, close)
+    assert ok.all(), f"{what} {np.asarray(got, np.float64)} != reference {np.asarray(ref, np.float64)} (rtol {rtol:g})"
+
+
+def assert_rows_match_reference(case, nll, entropy):
+    """The loss-only mode: per-row NLL on the kept rows and entropy on the rows with a finite logit."""
+    assert nll.shape == entropy.shape == case.logits.shape[:1], f"row shapes {nll.shape}, {entropy.shape}"
+    options = dict(case.options, reduction="none")
+    rows = reference.softmax_cross_entropy(case.logits, case.labels, **options).loss
+    kept = np.ones(len(nll), bool) if case.ignore_index is None else case.labels != case.ignore_index
+    live = np.isfinite(case.logits.astype(np.float64)).any(axis=1)
+    # The kernel's rows are float64 for any input; they are judged by the input dtype's precision.
+    assert_values_close(nll[kept], rows[kept], "nll", case.logits.dtype)
+    assert_values_close(entropy[live], reference.entropy(case.logits[live]), "entropy", case.logits.dtype)
+
+
 def assert_matches_reference(case, loss, grad, ref=None, *, check_loss=True, check_grad=True):
     """Loss: |loss - ref| <= rtol |ref| (a reference beyond the dtype's range must come back as that infinity).
 
@@ -101,12 +126,8 @@ def assert_matches_reference(case, loss, grad, ref=None, *, check_loss=True, che
     assert grad.shape == case.logits.shape, f"gradient shape {grad.shape}, expected {case.logits.shape}"
     rtol, info = RTOL[dtype], _finfo(dtype)
 
-    got = _wide(loss)
-    with np.errstate(invalid="ignore"):  # inf - inf, 0 * inf: judged below
-        close = np.abs(got - ref.loss) <= rtol * np.abs(ref.loss) + float(info.smallest_normal)
-        loss_ok = np.where(np.abs(ref.loss) > reference.WIDE(info.max), got == np.sign(ref.loss) * np.inf, close)
-    assert not check_loss or loss_ok.all(), (
-        f"loss {np.asarray(got, np.float64)} != reference {np.asarray(ref.loss, np.float64)} (rtol {rtol:g})")
+    if check_loss:
+        assert_values_close(loss, ref.loss, "loss")
 
     if not check_grad:
         return
@@ -126,12 +147,20 @@ def assert_matches_reference(case, loss, grad, ref=None, *, check_loss=True, che
 # --------------------------------------------------------------------------- the table
 
 
-def _pairs(select):
+def _not_taken(case, impl) -> str | None:
+    """Why a loss-only implementation does not run this case: options it has no parameter for."""
+    missing = case.features & impl.not_taken
+    return f"not applicable: {impl.name} takes no {', '.join(sorted(missing))}" if missing else None
+
+
+def _pairs(select, skip_not_taken=True):
     params = []
     for case, impl in itertools.product(CASES, IMPLEMENTATIONS):
         if select(case, impl):
             reason = _REASONS.get((case.id, impl.name))
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            if skip_not_taken and _not_taken(case, impl):
+                marks.append(pytest.mark.skip(reason=_not_taken(case, impl)))
             params.append(pytest.param(case, impl, id=f"{case.id}|{impl.name}", marks=marks))
     return params
 
@@ -149,6 +178,9 @@ def test_known_failures_name_real_pairs():
 def test_matches_reference(case, impl):
     if "float64" in case.features and not reference.IS_WIDER_THAN_FLOAT64:
         pytest.skip("np.longdouble is float64 here: no higher-precision reference for float64")
+    if impl.loss_only:
+        assert_rows_match_reference(case, *impl.run(case))
+        return
     loss, grad = impl.run(case)
     assert_matches_reference(case, loss, grad)
 
@@ -159,7 +191,7 @@ def test_rejects_invalid_input(case, impl):
         impl.run(case)
 
 
-@pytest.mark.parametrize("case, impl", _pairs(lambda case, impl: not _supported(case, impl)))
+@pytest.mark.parametrize("case, impl", _pairs(lambda case, impl: not _supported(case, impl), skip_not_taken=False))
 def test_refuses_unsupported_option(case, impl):
     with pytest.raises((ValueError, TypeError)):
         impl.run(case)
@@ -306,7 +338,7 @@ def test_random_cases_match_reference(impl, case):
         ref = reference.softmax_cross_entropy(case.logits, case.labels, **case.options)
     except ValueError:
         ref = None
-    reason = skip_reason(case, impl, ref)
+    reason = skip_reason(case, impl, ref) or (_supported(case, impl) and _not_taken(case, impl))
     if reason:
         note(f"skipped: {reason}")
         return
@@ -316,6 +348,8 @@ def test_random_cases_match_reference(impl, case):
     elif ref is None:
         with pytest.raises(ValueError):
             impl.run(case)
+    elif impl.loss_only:
+        assert_rows_match_reference(case, *impl.run(case))
     else:
         loss, grad = impl.run(case)
         # LOG1P: a loss near 0 is not exact yet, nor is a z_loss gradient 2 zeta lse p there.
