@@ -177,7 +177,11 @@ def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, l
         else:
             # The shifted frame: -log p_c = log S - (x_c - M), with S = sum exp(x - M).
             log_total = math.log(total)
-            if total < 2.0:  # a confident row: log1p of S - 1 summed without the maxima's 1
+            # A confident row, or an lse near 0 (m + log S cancels) in a row whose z-loss term outweighs
+            # its cross-entropy mass (see numpy_blocked.z_loss_rows): log1p of S - 1 summed in float64
+            # without the maxima's 1, from the exponentials in the gradient buffer.
+            if total < 2.0 or (z_loss > 0.0 and is_kept and target_coef + eps / V * weight_total < z_loss
+                               and abs(running_max + log_total) < 1.0):
                 log_total = _log_sum_confident(xw[i] if xw is not None else g[i], chunk_shift, running_max)
             lse = running_max + log_total
             if target_coef != 0.0:  # a zero coefficient times a masked target's +inf counts 0
@@ -220,31 +224,33 @@ def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, l
 
 @njit(fastmath=FASTMATH, nogil=True, inline="always", error_model="numpy")
 def _log_sum_confident(ei, chunk_shift, running_max):
-    """log S for a row whose exponentials (chunk c against chunk_shift[c]) sum to S < 2.
+    """log S, precisely, for a row whose exponentials (chunk c against chunk_shift[c]) sum to S.
 
-    ``log1p(S - 1)``, with ``S - 1`` summed from the non-maximal terms and the
-    count of maxima minus one: no ``1 + tiny`` is ever rounded, so a loss of
-    1e-10 keeps its digits.  An exponential that rounds to exactly 1 counts as
-    a maximum (it is within an ulp of 1, which only matters where S - 1 >= ~1).
+    ``log1p(S - 1)``, with ``S - 1`` summed in float64 from the non-maximal
+    terms and the count of maxima minus one: no ``1 + tiny`` is ever rounded,
+    so a loss of 1e-10 keeps its digits (S < 2), and the float32 sum's error
+    does not reach an lse near 0 (z_loss).  An exponential that rounds to
+    exactly 1 counts as a maximum (it is within an ulp of 1, which only
+    matters where S - 1 >= ~1).
     """
     rest = 0.0
     ties = 0
     for c in range(chunk_shift.shape[0]):
         ec = ei[c * CHUNK : (c + 1) * CHUNK]
         if chunk_shift[c] == running_max:
-            acc = F32(0.0)
+            acc = 0.0
             count = 0
             for j in range(ec.shape[0]):
                 if ec[j] == F32(1.0):
                     count += 1
                 else:
-                    acc += ec[j]
+                    acc += np.float64(ec[j])
             rest += acc
             ties += count
         elif chunk_shift[c] > -np.inf:
-            acc = F32(0.0)
+            acc = 0.0
             for j in range(ec.shape[0]):
-                acc += ec[j]
+                acc += np.float64(ec[j])
             rest += acc * math.exp(chunk_shift[c] - running_max)
     return math.log1p(rest + (ties - 1))
 
