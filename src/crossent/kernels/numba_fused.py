@@ -234,17 +234,16 @@ def _log_sum_confident(ei, chunk_shift, running_max):
     matters where S - 1 >= ~1).
     """
     rest = 0.0
-    ties = 0
+    ties = 0.0
     for c in range(chunk_shift.shape[0]):
         ec = ei[c * CHUNK : (c + 1) * CHUNK]
         if chunk_shift[c] == running_max:
             acc = 0.0
-            count = 0
+            for j in range(ec.shape[0]):  # two loops of selects: each vectorises (one loop with both did not)
+                acc += np.float64(F32(0.0) if ec[j] == F32(1.0) else ec[j])
+            count = F32(0.0)  # exact: at most CHUNK
             for j in range(ec.shape[0]):
-                if ec[j] == F32(1.0):
-                    count += 1
-                else:
-                    acc += np.float64(ec[j])
+                count += F32(1.0) if ec[j] == F32(1.0) else F32(0.0)
             rest += acc
             ties += count
         elif chunk_shift[c] > -np.inf:
