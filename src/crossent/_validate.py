@@ -160,7 +160,12 @@ def sum_tolerance(dtype) -> float:
     float (bfloat16: 0.088; float8_e4m3fn: 0.35) even when they are computed
     in float32.
     """
-    return max(math.sqrt(_epsilon(np.dtype(dtype))), 1e-6)
+    return epsilon_sum_tolerance(_epsilon(np.dtype(dtype)))
+
+
+def epsilon_sum_tolerance(eps: float) -> float:
+    """:func:`sum_tolerance` of a float type whose epsilon is `eps` (for types NumPy lacks, e.g. torch's)."""
+    return max(math.sqrt(eps), 1e-6)
 
 
 def _tolerance_dtype(given: np.dtype, converted: np.dtype) -> np.dtype:
