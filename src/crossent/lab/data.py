@@ -60,3 +60,21 @@ def breast_cancer_split(seed=0, *, test_fraction=0.2, train_limit=None):
     """
     X, y = _breast_cancer()
     return _split(X, y, seed, test_fraction, train_limit)
+
+
+def validation_split(X_train, y_train, seed=0, *, fraction=0.1):
+    """Hold out a stratified `fraction` of a training set for validation (temperature scaling).
+
+    Returns ``(X_fit, y_fit, X_validation, y_validation)``.
+
+    Examples:
+        >>> X_train, y_train, _, _ = digits_split(0)
+        >>> X_fit, y_fit, X_val, y_val = validation_split(X_train, y_train, 0)
+        >>> X_fit.shape[0], X_val.shape[0]
+        (1293, 144)
+    """
+    from sklearn.model_selection import train_test_split
+
+    X_fit, X_val, y_fit, y_val = train_test_split(X_train, y_train, test_size=fraction, stratify=y_train,
+                                                  random_state=seed)
+    return X_fit, y_fit, X_val, y_val
