@@ -19,19 +19,45 @@ import math
 
 import numpy as np
 
-from .. import losses, measures
-from .models import head_probabilities
+from .. import losses
 
 #: the search interval of T (log-spaced): far beyond what a trained network needs
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
+def scaled_log_scores(logits, head, temperature=1.0):
+    r"""Scores whose softmax is the head's probabilities at temperature `temperature`.
+
+    Softmax heads: :math:`z / T`.  Sigmoid heads: :math:`\log\sigma(z / T)`, whose
+    softmax is :math:`\sigma(z_k / T) / \sum_j \sigma(z_j / T)`, the normalised
+    sigmoids.  Computed in log space (``log_sigmoid`` never rounds to 0 or to a
+    tie of 1.0, as the sigmoids themselves do beyond |z/T| ≈ 37), so the
+    argmax of the scores is the argmax of `z` for every T > 0.  One output
+    unit (binary) counts as the two scores :math:`(\log\sigma(-z/T), \log\sigma(z/T))`.
+
+    Examples:
+        >>> z = np.array([[40.0, 45.0, -3.0]])
+        >>> np.argmax(scaled_log_scores(z, "sigmoid_mse")), np.argmax(losses.sigmoid(z))  # sigmoids tie at 1.0
+        (np.int64(1), np.int64(0))
+        >>> p = losses.softmax(scaled_log_scores(np.array([[1.0, -1.0]]), "sigmoid_mse", 2.0))
+        >>> bool(np.allclose(p, losses.sigmoid(np.array([0.5, -0.5])) / losses.sigmoid(np.array([0.5, -0.5])).sum()))
+        True
+    """
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    if head.startswith("softmax"):
+        return scaled
+    if not head.startswith("sigmoid"):
+        raise ValueError(f"`head` must be a softmax or sigmoid head for temperature scaling, got {head!r}.")
+    if scaled.shape[-1] == 1:
+        scaled = np.concatenate([-scaled, scaled], axis=-1)
+    return losses.log_sigmoid(scaled)
+
+
 def negative_log_likelihood(logits, labels, head, temperature=1.0):
     r"""Mean NLL (nats) of `labels` under the head's probabilities of ``logits / temperature``.
 
-    Softmax heads: the library's softmax cross-entropy of the scaled logits
-    (log-sum-exp, stable for any T).  Other heads: :math:`-\log p_y` of the
-    normalised outputs, which :func:`head_probabilities` keeps above 1e-6.
+    The library's softmax cross-entropy of :func:`scaled_log_scores` (log-sum-exp:
+    stable for any T).
 
     Examples:
         >>> z = np.array([[2.0, 0.0], [0.0, 2.0]]); y = np.array([0, 0])
@@ -40,11 +66,8 @@ def negative_log_likelihood(logits, labels, head, temperature=1.0):
         >>> round(negative_log_likelihood(z, y, "softmax_ce", 1e9), 6)  # T -> inf: uniform, log 2
         0.693147
     """
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    if head.startswith("softmax"):
-        return float(losses.softmax_cross_entropy(scaled, labels, backend="reference"))
-    probs = head_probabilities(scaled, head)
-    return float(np.mean(measures.self_information(probs[np.arange(len(labels)), labels])))
+    scores = scaled_log_scores(logits, head, temperature)
+    return float(losses.softmax_cross_entropy(scores, labels, backend="reference"))
 
 
 def fit_temperature(logits, labels, head):
@@ -80,13 +103,9 @@ def calibration_metrics(logits, labels, head, temperature=1.0):
     """
     from ..metrics import evaluate
 
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
     # the NumPy kernel in this thread: a few hundred rows need neither Numba's compile nor a thread pool
-    options = {"bins": 15, "backend": "numpy", "num_threads": 1}
-    if head.startswith("softmax"):
-        result = evaluate(logits=scaled, labels=labels, **options)
-    else:
-        result = evaluate(probs=head_probabilities(scaled, head), labels=labels, **options)
+    result = evaluate(logits=scaled_log_scores(logits, head, temperature), labels=labels, bins=15, backend="numpy",
+                      num_threads=1)
     return {key: result[key] for key in ("accuracy", "nll", "ece", "bins")}
 
 
