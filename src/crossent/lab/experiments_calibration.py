@@ -116,7 +116,7 @@ def calibration(ctx):
                     acc_m=pct(tm["mean_accuracy_before"]))
     lower = [h for h in DRAWN if tsn[h]["mean_ece_after"] < tsn[h]["mean_ece_before"]]
     numbers["ece_lower_after_scaling"] = lower
-    text += " " + t("e9.ts_verdict", lower=t("word.list_sep").join(t(f"head.{h}") for h in lower) or t("word.none"),
+    text += " " + t("e9.ts_verdict", n_val=numbers["validation_examples"], lower=t("word.list_sep").join(t(f"head.{h}") for h in lower) or t("word.none"),
                     higher=t("word.list_sep").join(t(f"head.{h}") for h in DRAWN if h not in lower) or t("word.none"))
     return section("calibration", t("e9.title"), figures=[figure, figure_ts], text=text,
                    tables=[table(t("e9.table"), [t("col.head"), t("col.accuracy"), t("col.nll"), t("col.ece"),
@@ -127,7 +127,8 @@ def calibration(ctx):
                    numbers=numbers,
                    headline=t("e9.headline", acc=pct(c["final_accuracy"]), ece=fmt(c["final_ece"]),
                               nll=fmt(c["final_nll"]), m_acc=pct(m["final_accuracy"]), m_ece=fmt(m["final_ece"]),
-                              ece_ce_a=fmt(tc["mean_ece_after"]), ece_m_a=fmt(tm["mean_ece_after"])))
+                              ece_ce_a=fmt(tc["mean_ece_after"]), ece_m_a=fmt(tm["mean_ece_after"]),
+                              ece_ce_b=fmt(tc["mean_ece_before"]), ece_m_b=fmt(tm["mean_ece_before"])))
 
 
 EXPERIMENTS = [calibration]

@@ -34,8 +34,8 @@ def sizes_for(quick):
     return {"epochs": 30, "seeds": 10, "relu_epochs": 20, "relu_seeds": 3, "bc_epochs": 30}
 
 
-#: networks per stack: a fixed split of an experiment's networks (so a pool gets work), never of --jobs
-STACK_SIZE = 40
+#: networks per stack at most (a fixed split, never one of --jobs): an experiment's networks are one stack
+STACK_SIZE = 100
 #: share of the digits training set that experiment 9's networks hold out to fit their temperature
 VALIDATION_FRACTION = 0.1
 
@@ -105,7 +105,7 @@ def train_run(spec):
 def run_specs(ctx, specs):
     """The histories of `specs`: trained in stacks (through ``ctx.map``), or taken from ``ctx.runs``.
 
-    Stacks are the specs of one :func:`_stack_key`, in order, cut every
+    Stacks are the specs of one :func:`_stack_key`, ordered by head, cut every
     :data:`STACK_SIZE` networks; a network's numbers do not depend on its stack.
     """
     def key(spec):
@@ -113,7 +113,7 @@ def run_specs(ctx, specs):
 
     todo = list({key(s): s for s in specs if key(s) not in ctx.runs}.values())
     groups = {}
-    for spec in todo:
+    for spec in sorted(todo, key=lambda s: HEADS.index(s["head"])):  # each head's networks side by side
         groups.setdefault(_stack_key(spec), []).append(spec)
     chunks = [group[i : i + STACK_SIZE] for group in groups.values() for i in range(0, len(group), STACK_SIZE)]
     for chunk, histories in zip(chunks, ctx.map(train_stack, chunks)):

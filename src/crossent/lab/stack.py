@@ -51,10 +51,12 @@ class MLPStack:
         self.heads = [n.head for n in nets]
         self.weights = [np.stack([n.weights[k] for n in nets]) for k in range(len(self.sizes) - 1)]
         self.biases = [np.stack([n.biases[k] for n in nets])[:, None, :] for k in range(len(self.sizes) - 1)]
-        heads = np.array(self.heads)
-        # models of one head, as an index array (or every model at once: no copies)
-        self._groups = [(h, slice(None) if len(set(self.heads)) == 1 else np.flatnonzero(heads == h))
-                        for h in dict.fromkeys(self.heads)]
+        # the models of each head: a slice where they are contiguous (a view, no copies), else an index array
+        self._groups = []
+        for head in dict.fromkeys(self.heads):
+            where = np.flatnonzero(np.array(self.heads) == head)
+            contiguous = where[-1] - where[0] + 1 == len(where)
+            self._groups.append((head, slice(int(where[0]), int(where[-1]) + 1) if contiguous else where))
 
     def __len__(self):
         return len(self.heads)
@@ -99,10 +101,11 @@ class MLPStack:
             grad_W = np.matmul(acts[layer].transpose(0, 2, 1), delta)
             grad_b = delta.sum(axis=1, keepdims=True)
             if layer > 0:
-                delta = (np.matmul(delta, self.weights[layer].transpose(0, 2, 1))
-                         * activation_derivative(self.hidden, zs[layer - 1], acts[layer]))
-            self.weights[layer] -= step * grad_W
-            self.biases[layer] -= step * grad_b
+                delta = np.matmul(delta, self.weights[layer].transpose(0, 2, 1))
+                delta *= activation_derivative(self.hidden, zs[layer - 1], acts[layer])
+            # W -= lr * grad, in place (the same rounding as the expression, without its temporaries)
+            self.weights[layer] -= np.multiply(step, grad_W, out=grad_W)
+            self.biases[layer] -= np.multiply(step, grad_b, out=grad_b)
         return loss, finite
 
     def evaluate(self, X, labels):
