@@ -61,13 +61,20 @@ def test_accuracy_unchanged_even_where_the_sigmoids_saturate():
     assert result["before"]["accuracy"] == result["after"]["accuracy"] == 1.0
 
 
-def test_metrics_ece_is_the_labs_ece():
+@pytest.mark.parametrize("head", ["softmax_ce", "sigmoid_mse"])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_the_numbers_are_crossent_metrics_numbers(head, temperature):
+    from crossent.metrics import evaluate
+
     z, y = _overconfident(n=500, factor=2.0, seed=3)
-    r = calibration_metrics(z, y, "softmax_ce")
-    ece, bins = expected_calibration_error(losses.softmax(z, axis=-1), y, bins=15)
-    assert r["ece"] == pytest.approx(ece, rel=1e-12, abs=1e-15)
-    np.testing.assert_array_equal(r["bins"]["count"], bins["count"])
-    assert r["accuracy"] == np.mean(z.argmax(axis=1) == y)
+    r = calibration_metrics(z, y, head, temperature)
+    reference = evaluate(logits=scaled_log_scores(z, head, temperature), labels=y, bins=15)
+    assert r["ece"] == pytest.approx(reference["ece"], rel=1e-12, abs=1e-15)
+    assert r["nll"] == pytest.approx(reference["nll"], rel=1e-12)
+    assert r["accuracy"] == reference["accuracy"] == np.mean(z.argmax(axis=1) == y)
+    np.testing.assert_array_equal(r["bins"]["count"], reference["bins"]["count"])
+    ece, _ = expected_calibration_error(losses.softmax(scaled_log_scores(z, head, temperature), axis=-1), y)
+    assert r["ece"] == ece
 
 
 def test_temperature_scaling_repairs_an_overconfident_model():
