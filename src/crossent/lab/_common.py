@@ -28,6 +28,7 @@ class Context:
     seed: int = 0
     map: Callable = field(default=lambda function, items: [function(item) for item in items])
     runs: dict = field(default_factory=dict)
+    jobs: int = 1  # processes behind `map`: the networks of an experiment are cut into this many stacks
     lang: str = "en"
     figure_lang: str = "en"  # English where no CJK font was found for a Chinese report
 

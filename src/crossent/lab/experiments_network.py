@@ -34,7 +34,7 @@ def sizes_for(quick):
     return {"epochs": 30, "seeds": 10, "relu_epochs": 20, "relu_seeds": 3, "bc_epochs": 30}
 
 
-#: networks per stack at most (a fixed split, never one of --jobs): an experiment's networks are one stack
+#: networks per stack at most: with --jobs 1 an experiment's networks of one architecture are one stack
 STACK_SIZE = 100
 #: share of the digits training set that experiment 9's networks hold out to fit their temperature
 VALIDATION_FRACTION = 0.1
@@ -105,8 +105,10 @@ def train_run(spec):
 def run_specs(ctx, specs):
     """The histories of `specs`: trained in stacks (through ``ctx.map``), or taken from ``ctx.runs``.
 
-    Stacks are the specs of one :func:`_stack_key`, ordered by head, cut every
-    :data:`STACK_SIZE` networks; a network's numbers do not depend on its stack.
+    Stacks are the specs of one :func:`_stack_key`, ordered by head, cut into
+    ``ctx.jobs`` stacks (one per process) of at most :data:`STACK_SIZE` networks.
+    A network's numbers do not depend on its stack (the tests check it bit for
+    bit), so neither do the results on ``--jobs``.
     """
     def key(spec):
         return repr(sorted(spec.items()))
@@ -115,7 +117,10 @@ def run_specs(ctx, specs):
     groups = {}
     for spec in sorted(todo, key=lambda s: HEADS.index(s["head"])):  # each head's networks side by side
         groups.setdefault(_stack_key(spec), []).append(spec)
-    chunks = [group[i : i + STACK_SIZE] for group in groups.values() for i in range(0, len(group), STACK_SIZE)]
+    chunks = []
+    for group in groups.values():  # one stack per process at most, and at most STACK_SIZE networks each
+        size = min(STACK_SIZE, -(-len(group) // ctx.jobs))
+        chunks += [group[i : i + size] for i in range(0, len(group), size)]
     for chunk, histories in zip(chunks, ctx.map(train_stack, chunks)):
         ctx.runs.update(zip(map(key, chunk), histories))
     return [ctx.runs[key(s)] for s in specs]

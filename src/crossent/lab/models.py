@@ -231,9 +231,19 @@ def activate(hidden, z):
 
 
 def activation_derivative(hidden, z, a):
-    """Its derivative at `z` (``a`` = the activation, which tanh's derivative reuses)."""
+    r"""Its derivative at `z`; ``a`` is the activation there, which the sigmoid's and tanh's derivatives reuse.
+
+    Sigmoid: :math:`\sigma'(z) = \sigma(z)\,\sigma(-z)`, the formula of the library's
+    ``sigmoid_derivative`` (stable: no ``1 - sigma(z)``), with :math:`\sigma(z) = a`
+    from the forward pass: the same bits with one sigmoid fewer.
+
+    Examples:
+        >>> z = np.array([-40.0, 0.0, 3.0])
+        >>> bool(np.array_equal(activation_derivative("sigmoid", z, losses.sigmoid(z)), losses.sigmoid_derivative(z)))
+        True
+    """
     if hidden == "sigmoid":
-        return losses.sigmoid_derivative(z)
+        return a * losses.sigmoid(-z)
     if hidden == "tanh":
         return 1.0 - a * a
     return (z > 0).astype(np.float64)

@@ -107,7 +107,7 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
     staging, created = _make_staging(target, out)
     try:
         figure_lang, figure_note = _figure_language(lang)
-        ctx = Context(out_dir=staging, quick=bool(quick), seed=seed, lang=lang, figure_lang=figure_lang)
+        ctx = Context(out_dir=staging, quick=bool(quick), seed=seed, lang=lang, figure_lang=figure_lang, jobs=jobs)
         sections = _run_experiments(ctx, jobs, progress)
         results = {"seed": seed, "quick": bool(quick), "lang": lang, "experiments": sections}
         (staging / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
