@@ -83,3 +83,17 @@ def test_stacks_need_one_architecture():
         MLPStack([MLP((3, 4, 2)), MLP((3, 5, 2))])
     with pytest.raises(ValueError, match="`nets`"):
         MLPStack([])
+
+
+def test_networks_with_their_own_training_rows_train_as_if_alone():
+    X, y = _data(n=47)
+    X_test, y_test = _data(seed=1)
+    rows = [np.arange(47), np.arange(47), np.arange(0, 47, 2), np.arange(0, 47, 2), np.arange(5, 36)]
+    nets = [MLP((5, 4, 3), head=h, init="scaled", seed=s) for s, h in enumerate(["softmax_ce", "sigmoid_mse"] * 2 + ["sigmoid_bce"])]
+    together = MLPStack(nets).fit(X, y, X_test, y_test, epochs=3, batch_size=10, learning_rates=[0.3] * 5,
+                                  seeds=[10, 11, 12, 13, 14], rows=rows)
+    for m, r in enumerate(rows):
+        net = MLP((5, 4, 3), head=nets[m].head, init="scaled", seed=m)
+        alone = MLPStack([net]).fit(X[r], y[r], X_test, y_test, epochs=3, batch_size=10, learning_rates=[0.3],
+                                    seeds=[10 + m])
+        assert alone[0] == together[m], m

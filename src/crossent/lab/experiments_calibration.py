@@ -2,7 +2,8 @@
 
 The networks are experiment 7's N(0, 1) cross-entropy and sigmoid-MSE ones,
 trained again on 90% of the training set: the other 10% is the validation set
-that fits each network's temperature.  (Experiment 7 keeps the whole training set.)
+that fits each network's temperature.  (Experiment 7 keeps the whole training
+set; it trains these networks beside its own, in the same stack.)
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import fmt, pct, section, table
-from .experiments_network import VALIDATION_FRACTION, digits_spec, run_specs, sizes_for
+from .experiments_network import CALIBRATED_HEADS, VALIDATION_FRACTION, calibration_specs, run_specs, sizes_for
 from .figures import COLORS, integer_epochs, new_figure, save
 from .temperature import temperature_scaling
 
 #: the margins of both figures
 LAYOUT = dict(left=0.04, right=0.995, bottom=0.119, top=0.89, wspace=0.195)
 #: the two models whose reliability diagrams are drawn
-DRAWN = ("softmax_ce", "sigmoid_mse")
+DRAWN = CALIBRATED_HEADS
 
 
 def _reliability(ax, bins, color, title, tf):
@@ -41,7 +42,7 @@ def calibration(ctx):
     t, tf = ctx.t, ctx.tf
     size = sizes_for(ctx.quick)
     seeds = [ctx.seed + i for i in range(size["seeds"])]
-    specs = [digits_spec(ctx, "normal", head, s, validation=VALIDATION_FRACTION) for head in DRAWN for s in seeds]
+    specs = calibration_specs(ctx)  # trained beside experiment 7's networks when it ran first
     runs = {(sp["head"], sp["seed"]): h for sp, h in zip(specs, run_specs(ctx, specs))}
     scaled = {key: temperature_scaling(h["outputs"], key[0]) for key, h in runs.items()}
     numbers = {"epochs": size["epochs"], "seed": ctx.seed, "seeds": seeds, "validation_fraction": VALIDATION_FRACTION,

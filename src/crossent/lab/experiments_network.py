@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import losses
 from ._common import fmt, pct, section, table
-from .data import breast_cancer_split, digits_split, validation_split
+from .data import breast_cancer_split, digits_split, stratified_split
 from .figures import COLORS, integer_epochs, new_figure, save
 from .models import HEADS, MLP, head_loss_and_grad
 from .stack import MLPStack
@@ -38,28 +38,33 @@ def sizes_for(quick):
 STACK_SIZE = 100
 #: share of the digits training set that experiment 9's networks hold out to fit their temperature
 VALIDATION_FRACTION = 0.1
+#: the heads of the networks experiment 9 calibrates
+CALIBRATED_HEADS = ("softmax_ce", "sigmoid_mse")
 
 
 def _data(spec):
     split = digits_split if spec["dataset"] == "digits" else breast_cancer_split
-    X_train, y_train, X_test, y_test = split(spec["split_seed"])
-    X_val = y_val = None
-    if spec.get("validation"):
-        X_train, y_train, X_val, y_val = validation_split(X_train, y_train, spec["split_seed"],
-                                                          fraction=spec["validation"])
-    return X_train, y_train, X_val, y_val, X_test, y_test
+    return split(spec["split_seed"])
+
+
+def _rows(spec, y_train):
+    """The training rows of a spec's network and its validation rows (None without ``validation``)."""
+    if not spec.get("validation"):
+        return np.arange(len(y_train)), None
+    return stratified_split(y_train, spec["validation"], spec["split_seed"])
 
 
 def _stack_key(spec):
-    """What the networks of one stack share: the data, the architecture and the schedule."""
-    return tuple(spec.get(k) for k in ("dataset", "split_seed", "validation", "sizes", "hidden", "batch_size", "epochs"))
+    """What the networks of one stack share: the data set and split, the architecture and the schedule."""
+    return tuple(spec.get(k) for k in ("dataset", "split_seed", "sizes", "hidden", "batch_size", "epochs"))
 
 
 def train_stack(specs):
     """Train the networks described by `specs` (same :func:`_stack_key`) together; one history each.
 
     Each history has the per-epoch test numbers and the extras its spec asks
-    for; ``keep_outputs`` adds the final logits on the validation and test sets.
+    for; a spec with ``validation`` trains on the training set less that
+    share, and ``keep_outputs`` adds the final logits on the validation and test sets.
 
     Examples:
         >>> a, b = train_stack([_spec(head="softmax_ce", seed=0, epochs=1), _spec(head="sigmoid_mse", seed=0, epochs=1)])
@@ -69,30 +74,34 @@ def train_stack(specs):
     first = specs[0]
     if any(_stack_key(s) != _stack_key(first) for s in specs):
         raise ValueError("`specs` of one stack must share data, sizes, hidden activation, batch size and epochs.")
-    X_train, y_train, X_val, y_val, X_test, y_test = _data(first)
-    nets, extras = [], []
+    X_train, y_train, X_test, y_test = _data(first)
+    nets, extras, rows = [], [], []
     for spec in specs:
         net = MLP(spec["sizes"], hidden=spec["hidden"], head=spec["head"], init=spec["init"], seed=spec["seed"])
+        fit_rows, validation_rows = _rows(spec, y_train)
         extra = {}
         if spec.get("wrong_bias"):
             net.biases[-1][0] += spec["wrong_bias"]
             # why it recovers or not: the biased unit's |dℓ/dz₀| at the start, mean over training examples
             # (the library's gradient of the mean loss is the per-example gradient / n)
-            _, grad = head_loss_and_grad(net.logits(X_train), y_train, net.head)
+            _, grad = head_loss_and_grad(net.logits(X_train[fit_rows]), y_train[fit_rows], net.head)
             extra["initial_unit0_gradient"] = float(np.abs(grad[:, 0]).sum())
             extra["initial_accuracy"] = net.evaluate(X_test, y_test)[0]
         nets.append(net)
         extras.append(extra)
+        rows.append((fit_rows, validation_rows))
     stack = MLPStack(nets)
     histories = stack.fit(X_train, y_train, X_test, y_test, epochs=first["epochs"], batch_size=first["batch_size"],
-                          learning_rates=[s["learning_rate"] for s in specs], seeds=[s["seed"] + 1000 for s in specs])
-    logits = {"validation": stack.logits(X_val) if X_val is not None else None, "test": stack.logits(X_test)}
-    for m, (spec, history, extra) in enumerate(zip(specs, histories, extras)):
+                          learning_rates=[s["learning_rate"] for s in specs], seeds=[s["seed"] + 1000 for s in specs],
+                          rows=[fit for fit, _ in rows])
+    test_logits = stack.logits(X_test)
+    for m, (spec, history, extra, (fit_rows, validation_rows)) in enumerate(zip(specs, histories, extras, rows)):
         if spec["hidden"] == "relu" and not history["diverged"]:
-            extra["dead_hidden_fraction"] = dead_unit_fraction(stack.net(m), X_train)
+            extra["dead_hidden_fraction"] = dead_unit_fraction(stack.net(m), X_train[fit_rows])
         if spec.get("keep_outputs") and not history["diverged"]:
-            extra["outputs"] = {"validation_logits": logits["validation"][m], "validation_labels": y_val,
-                                "test_logits": logits["test"][m], "test_labels": y_test}
+            extra["outputs"] = {"validation_logits": stack.net(m).logits(X_train[validation_rows]),
+                                "validation_labels": y_train[validation_rows],
+                                "test_logits": test_logits[m], "test_labels": y_test}
         history.update(extra)
     return histories
 
@@ -115,7 +124,8 @@ def run_specs(ctx, specs):
 
     todo = list({key(s): s for s in specs if key(s) not in ctx.runs}.values())
     groups = {}
-    for spec in sorted(todo, key=lambda s: HEADS.index(s["head"])):  # each head's networks side by side
+    # networks of one training set side by side, and within them each head's networks
+    for spec in sorted(todo, key=lambda s: (s.get("validation") or 0.0, HEADS.index(s["head"]))):
         groups.setdefault(_stack_key(spec), []).append(spec)
     chunks = []
     for group in groups.values():  # one stack per process at most, and at most STACK_SIZE networks each
@@ -184,6 +194,13 @@ def digits_spec(ctx, init, head, seed, *, validation=None):
     return _spec(head=head, init=init, seed=seed, epochs=size["epochs"], split_seed=ctx.seed, **extra)
 
 
+def calibration_specs(ctx):
+    """Experiment 9's networks: experiment 7's N(0,1) ones of two heads, on 90% of the training set."""
+    seeds = [ctx.seed + i for i in range(sizes_for(ctx.quick)["seeds"])]
+    return [digits_spec(ctx, "normal", head, s, validation=VALIDATION_FRACTION) for head in CALIBRATED_HEADS
+            for s in seeds]
+
+
 def digits_sigmoid(ctx):
     """7. Digits, 64-30-10 sigmoid network: cross-entropy against MSE heads, N(0,1) and scaled init."""
     t, tf = ctx.t, ctx.tf
@@ -192,8 +209,10 @@ def digits_sigmoid(ctx):
     specs = [digits_spec(ctx, init, head, s) for init in ("normal", "scaled") for head in SIGMOID_HEADS for s in seeds]
     bc_specs = [_spec(dataset="breast_cancer", sizes=(30, 10, 1), head=head, seed=s, epochs=size["bc_epochs"],
                       split_seed=ctx.seed) for head in ("sigmoid_bce", "sigmoid_mse") for s in seeds]
-    histories = run_specs(ctx, specs + bc_specs)
-    runs, bc_runs = histories[: len(specs)], histories[len(specs):]
+    # experiment 9's networks share this architecture and schedule: they train in the same stack, as
+    # neighbours (their epochs are 10% shorter); experiment 9 finds them in ctx.runs
+    histories = run_specs(ctx, specs + bc_specs + calibration_specs(ctx))
+    runs, bc_runs = histories[: len(specs)], histories[len(specs): len(specs) + len(bc_specs)]
     fig, axes = new_figure(3, width=14.0, height=5.2,
                            layout=dict(left=0.04, right=0.995, bottom=0.092, top=0.915, wspace=0.15))
     numbers = {"seeds": seeds, "epochs": size["epochs"], "learning_rate": 0.5, "batch_size": 10}
