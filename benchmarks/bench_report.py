@@ -38,10 +38,10 @@ NEW_SRC = Path(__file__).resolve().parents[1] / "src"
 NEURON_EXPERIMENTS = ("sigmoid", "gradient_factor", "saturated_neuron", "loss_surfaces", "one_parameter", "information")
 
 
-def run_report(src, out, quick, timeout):
+def run_report(src, out, quick, timeout, jobs=1):
     """Wall seconds of one ``crossent report`` with ``PYTHONPATH=src``; raises if it fails."""
     env = dict(os.environ, PYTHONPATH=str(src))
-    cmd = [sys.executable, "-m", "crossent", "report", "--out", str(out), "--no-progress", "--force"]
+    cmd = [sys.executable, "-m", "crossent", "report", "--out", str(out), "--no-progress", "--force", "--jobs", str(jobs)]
     start = time.perf_counter()
     proc = subprocess.run(cmd + (["--quick"] if quick else []), env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
@@ -50,16 +50,16 @@ def run_report(src, out, quick, timeout):
     return seconds
 
 
-def time_ab(baseline, quick, reps, timeout, work):
+def time_ab(baseline, quick, reps, timeout, work, jobs=1):
     """Warm-up, then `reps` interleaved runs of each version; rows and the last results.json of each."""
     versions = {"baseline": Path(baseline), "new": NEW_SRC}
     times = {name: [] for name in versions}
     for name, src in versions.items():  # warm-up: font cache, bytecode
-        run_report(src, work / f"warm-{name}", quick, timeout)
+        run_report(src, work / f"warm-{name}", quick, timeout, jobs)
     for _ in range(reps):
         for name, src in versions.items():
-            times[name].append(run_report(src, work / name, quick, timeout))
-    mode = "--quick" if quick else "default"
+            times[name].append(run_report(src, work / name, quick, timeout, jobs))
+    mode = ("--quick" if quick else "default") + (f" --jobs {jobs}" if jobs > 1 else "")
     rows = [{"mode": mode, "version": name, "src": str(versions[name]), "times_s": [round(t, 3) for t in times[name]],
              "median_s": round(statistics.median(times[name]), 3)} for name in versions]
     speedup = rows[0]["median_s"] / rows[1]["median_s"]
@@ -161,6 +161,7 @@ def main(argv=None):
     parser.add_argument("--baseline", help="the baseline's src folder (a checkout of main before this change)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each version after the warm-up (default 3)")
     parser.add_argument("--quick-only", action="store_true", help="only the --quick report")
+    parser.add_argument("--jobs", type=int, default=1, help="--jobs of both versions' reports (default 1, the default)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed for one report run")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
     parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="only compare two results.json files")
@@ -175,14 +176,14 @@ def main(argv=None):
     rows, comparisons = [], {}
     with tempfile.TemporaryDirectory(prefix="crossent-bench-report-") as work:
         for quick in (True,) if args.quick_only else (True, False):
-            mode_rows, results = time_ab(args.baseline, quick, args.reps, args.timeout, Path(work) / str(quick))
+            mode_rows, results = time_ab(args.baseline, quick, args.reps, args.timeout, Path(work) / str(quick), args.jobs)
             rows += mode_rows
-            comparisons["--quick" if quick else "default"] = compare(results["baseline"], results["new"])
+            comparisons[mode_rows[0]["mode"]] = compare(results["baseline"], results["new"])
     for mode, result in comparisons.items():
         print(f"\nnumbers of the {mode} report, baseline against new:")
         print_comparison(result)
-    bench.write_results(args, rows, markdown(rows), {"comparison": comparisons, "baseline_src": str(args.baseline)},
-                        prefix="report-")
+    bench.write_results(args, rows, markdown(rows), {"comparison": comparisons, "baseline_src": str(args.baseline),
+                                                     "jobs": args.jobs}, prefix="report-")
     return 0
 
 
