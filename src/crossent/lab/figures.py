@@ -94,10 +94,26 @@ def new_figure(ncols=1, nrows=1, *, width=10.0, height=3.8, layout=None, **kwarg
 def save(fig, out_dir, name):
     """Write `fig` as ``out_dir/name.png``, close it, and return the file name."""
     filename = f"{name}.png"
+    _drop_dense_minor_ticks(fig)
     # zlib level 3 instead of PIL's 6: a quarter less encoding time, files within 2% of the size
     fig.savefig(Path(out_dir) / filename, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
     plt.close(fig)
     return filename
+
+
+def _drop_dense_minor_ticks(fig, decades=3):
+    """No minor ticks on log axes spanning more than `decades` decades.
+
+    There they are a blur of hundreds of tick objects, each with its own
+    markers, and took a quarter of such a figure's drawing time.
+    """
+    from matplotlib.ticker import NullLocator
+
+    for ax in fig.axes:
+        for axis, scale, limits in ((ax.xaxis, ax.get_xscale(), ax.get_xlim()), (ax.yaxis, ax.get_yscale(), ax.get_ylim())):
+            low, high = sorted(limits)
+            if scale == "log" and low > 0 and high / low > 10.0**decades:
+                axis.set_minor_locator(NullLocator())
 
 
 def integer_epochs(*axes):
