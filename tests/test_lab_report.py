@@ -336,7 +336,7 @@ def test_new_folder_and_missing_parents_are_created(stand_in, tmp_path):
     out = tmp_path / "a" / "b" / "report"
     results, meta = report.run_report(out, progress=False)
     assert set(_tree(out)) == STAND_IN_FILES
-    assert 'href="explorer/index.html"' in (out / "index.html").read_text(encoding="utf-8")  # the report links the explorer
+    assert 'href="explorer/index.html#lang=en"' in (out / "index.html").read_text(encoding="utf-8")  # the report links the explorer
     assert report.is_report_folder(out) and sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == sorted(
         ["a", "a/b", "a/b/report", "a/b/report/explorer", *(f"a/b/report/{name}" for name in _tree(out))])
 
