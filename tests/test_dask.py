@@ -238,6 +238,51 @@ def test_cli_errors_on_dask_are_the_one_process_errors(capsys, client, npy_files
         assert code == 2 and message in err
 
 
+def test_cli_scheduler_addresses_that_do_not_answer_fail_with_one_line_not_a_hang(npy_files):
+    """A refused port, a listener that never answers, one that speaks another protocol, an empty address.
+
+    Each must end with exit 2 and one line naming --dask and the address, within the connect timeout: a
+    plain ``Client(address)`` waits forever on the silent one and prints a MemoryError traceback on the other.
+    """
+    import socket
+    import threading
+
+    xp, yp = npy_files
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) and never answers
+    talker = socket.create_server(("127.0.0.1", 0))
+
+    def talk():
+        while True:
+            try:
+                conn, _ = talker.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n" * 8)
+            conn.close()
+
+    threading.Thread(target=talk, daemon=True).start()
+    refused = socket.create_server(("127.0.0.1", 0))
+    refused_port = refused.getsockname()[1]
+    refused.close()
+    script = textwrap.dedent(f"""
+        import sys, crossent.dask as cdask, crossent.cli as cli
+        cdask.CONNECT_TIMEOUT = "3s"
+        sys.exit(cli.main(["eval", {str(xp)!r}, "--labels", {str(yp)!r}, "--dask", sys.argv[1]]))
+    """)
+    try:
+        for address in (f"tcp://127.0.0.1:{silent.getsockname()[1]}", f"tcp://127.0.0.1:{talker.getsockname()[1]}",
+                        f"127.0.0.1:{refused_port}", ""):
+            run = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True,
+                                 timeout=120, env=dict(os.environ, PYTHONPATH=SRC))
+            lines = run.stderr.strip().splitlines()
+            assert run.returncode == 2 and run.stdout == "", (address, run.stderr)
+            assert len(lines) == 1 and lines[0].startswith("crossent eval: error: --dask") and \
+                repr(address) in lines[0], (address, run.stderr)
+    finally:
+        silent.close()
+        talker.close()
+
+
 def test_without_dask_the_error_names_the_extra_and_the_rest_works(npy_files):
     """Dask made unimportable (None in sys.modules) in a fresh process: one line naming the extra."""
     xp, yp = npy_files

@@ -21,6 +21,7 @@ This is the only module that imports Dask (``pip install 'crossent[dask]'``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import numbers
@@ -31,6 +32,7 @@ import numpy as np
 try:
     import dask.array as da
     from dask.delayed import Delayed, delayed
+    from dask.utils import parse_timedelta
 except ImportError:  # pragma: no cover - exercised by a subprocess test without dask
     raise ModuleNotFoundError("crossent.dask needs Dask: pip install 'crossent[dask]'", name="dask") from None
 
@@ -45,6 +47,7 @@ SPLIT_EVERY = 8  # states merged per task of the tree: a merge of 8 small states
 # No dashboard; the scheduler's small HTTP server (health, metrics) on a free port of 127.0.0.1, not on 8787
 # (dashboard_address=None alone still takes 8787, and warns when another cluster holds it).
 QUIET_HTTP = {"dashboard_address": "127.0.0.1:0"}
+CONNECT_TIMEOUT = "20s"  # to reach a scheduler given by its address, handshake included
 
 
 # ---------------------------------------------------------------- the tree
@@ -305,7 +308,7 @@ def _prediction_matrix(frame, column, kind: str) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def cluster_client(address: str, *, timeout: str = "20s"):
+def cluster_client(address: str, *, timeout: str | None = None):
     """A ``distributed.Client`` for ``--dask``: ``local:N`` starts a LocalCluster of N worker processes.
 
     Any other `address` (``tcp://host:8786``) connects to a running scheduler.  The client is not made the
@@ -313,6 +316,7 @@ def cluster_client(address: str, *, timeout: str = "20s"):
     """
     from distributed import Client, LocalCluster
 
+    timeout = timeout or CONNECT_TIMEOUT
     if address.startswith("local:"):
         text = address[len("local:"):]
         if not text.isdigit() or int(text) < 1:
@@ -324,8 +328,33 @@ def cluster_client(address: str, *, timeout: str = "20s"):
         return
     if "://" not in address and ":" not in address:
         raise ValueError(f"--dask needs a scheduler address (tcp://HOST:PORT) or local:N, got {address!r}")
+    _reach_scheduler(address, parse_timedelta(timeout))
     with Client(address, timeout=timeout, set_as_default=False) as client:
         yield client
+
+
+def _reach_scheduler(address: str, seconds: float) -> None:
+    """Connect to `address` and read its handshake within `seconds` in all, or one ValueError naming it.
+
+    ``Client(address)`` alone waits forever on a listener that never answers, and fails with a
+    MemoryError traceback on one that answers in another protocol (an HTTP server, the dashboard's port).
+    """
+    from distributed.comm import connect
+
+    async def handshake():
+        comm = await connect(address, timeout=seconds)
+        await comm.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(handshake(), seconds))
+    except Exception as exc:  # any failure to reach it is the address's fault, not a crash
+        if isinstance(exc, asyncio.TimeoutError):
+            why = f"no answer within {seconds:g} s"
+        elif isinstance(exc, (OSError, ValueError)):
+            why = str(exc)
+        else:
+            why = f"it does not answer as a Dask scheduler ({type(exc).__name__})"
+        raise ValueError(f"--dask: cannot reach a Dask scheduler at {address!r}: {why}") from None
 
 
 def run_tasks(client, tasks: list[tuple], *, split_every=None, options=None, on_done=None) -> dict:
