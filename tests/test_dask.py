@@ -168,6 +168,23 @@ def test_bad_input_is_refused_at_the_boundary_with_the_parameter_named():
         cdask.evaluate_dataframe(dd.from_dict({"a": [0.5]}, npartitions=1), probs="a", labels="nope")
 
 
+def test_dataframe_columns_of_the_wrong_kind_are_refused_before_any_task_naming_the_parameter():
+    """Checked on the dataframe's dtypes, not in a task: no 'could not convert string to float', no AttributeError."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [0.1, 0.7, 0.2] * 4, "b": [0.9, 0.3, 0.8] * 4, "y": [0, 1, 1] * 4,
+                          "s": ["x", "y", "z"] * 4})
+    df = dd.from_pandas(frame, npartitions=3)
+    with pytest.raises(TypeError, match="`sample_weight`: column 's' must hold numbers, got dtype"):
+        cdask.evaluate_dataframe(df, probs=["a", "b"], labels="y", sample_weight="s")
+    with pytest.raises(TypeError, match="`probs`: column 's' must hold floating-point numbers, got dtype"):
+        cdask.evaluate_dataframe(df, probs=["a", "s"], labels="y")
+    with pytest.raises(TypeError, match="`logits`: column 's' holds strings.*list"):
+        cdask.evaluate_dataframe(df, logits="s", labels="y")
+    with pytest.raises(TypeError, match=r"`labels` must be a column name, got \['y'\]"):
+        cdask.evaluate_dataframe(df, probs=["a", "b"], labels=["y"])
+
+
 def test_a_bad_value_in_one_block_names_the_row_of_the_whole_array(client):
     x, y = _data(n=3001, c=17)
     x[1503, 4] = np.nan  # in the fourth block of UNEVEN

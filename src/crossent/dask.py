@@ -243,13 +243,12 @@ def evaluate_dataframe(df, *, logits=None, probs=None, labels, sample_weight=Non
         raise TypeError(f"`{kind}` must be a column name or a list of column names, got {columns!r}.")
     wanted = {kind: names, "labels": [labels]} | ({} if sample_weight is None else {"sample_weight": [sample_weight]})
     for name, cols in wanted.items():
+        if name != kind and not isinstance(cols[0], str):
+            raise TypeError(f"`{name}` must be a column name, got {cols[0]!r}.")
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ValueError(f"`{name}`: no column {missing[0]!r}; the columns are {list(df.columns)}.")
-    import pandas as pd
-
-    if not pd.api.types.is_integer_dtype(df.dtypes[labels]):
-        raise TypeError(f"`labels`: column {labels!r} must hold integer class indices, got dtype {df.dtypes[labels]}.")
+    _check_column_dtypes(df, kind, names, labels, sample_weight)
     options = pin_backend(options)
     used = list(dict.fromkeys(names + [labels] + ([] if sample_weight is None else [sample_weight])))
     parts = df[used].to_delayed()
@@ -258,6 +257,26 @@ def evaluate_dataframe(df, *, logits=None, probs=None, labels, sample_weight=Non
               for i, part in enumerate(parts)]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
+
+
+def _check_column_dtypes(df, kind: str, names: list, labels: str, sample_weight) -> None:
+    """The columns' dtypes (the dataframe's metadata) checked here, not found wrong in a task."""
+    import pandas as pd
+
+    types = pd.api.types
+    if not types.is_integer_dtype(df.dtypes[labels]):
+        raise TypeError(f"`labels`: column {labels!r} must hold integer class indices, got dtype {df.dtypes[labels]}.")
+    if sample_weight is not None and not types.is_numeric_dtype(df.dtypes[sample_weight]):
+        raise TypeError(f"`sample_weight`: column {sample_weight!r} must hold numbers, got dtype "
+                        f"{df.dtypes[sample_weight]}.")
+    for name in names:
+        dtype = df.dtypes[name]
+        if len(names) == 1 and types.is_string_dtype(dtype) and not types.is_object_dtype(dtype):
+            raise TypeError(f"`{kind}`: column {name!r} holds strings (dtype {dtype}), not numbers; a list column "
+                            "turned into strings by dask's `dataframe.convert-string` can be kept as lists with "
+                            "dask.config.set({'dataframe.convert-string': False}) or read from Parquet.")
+        if len(names) > 1 and not types.is_float_dtype(dtype):
+            raise TypeError(f"`{kind}`: column {name!r} must hold floating-point numbers, got dtype {dtype}.")
 
 
 def partition_state(options: dict, index: int, kind: str, frame, column, labels: str, sample_weight) -> dict:
