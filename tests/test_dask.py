@@ -77,7 +77,7 @@ def test_logits_in_uneven_blocks_on_two_worker_processes_equal_one_pass_bitwise(
     with distributed.get_task_stream(client) as stream:
         got = cdask.evaluate(logits=logits, labels=labels, bins=10, top_k=3, base=2, split_every=3)
     assert_same_bits(got, evaluate(logits=x, labels=y, bins=10, top_k=3, base=2))
-    workers = {t["worker"] for t in stream.data if "block_state" in str(t["key"])}
+    workers = {t["worker"] for t in stream.data if "ordered_task" in str(t["key"])}  # the block_state tasks
     assert workers == set(client.scheduler_info()["workers"]), "the blocks ran on both worker processes"
 
 
@@ -190,6 +190,32 @@ def test_a_bad_value_in_one_block_names_the_row_of_the_whole_array(client):
     x[1503, 4] = np.nan  # in the fourth block of UNEVEN
     with pytest.raises(ValueError, match=r"`logits` contains NaN.*\(1503, 4\)"):
         cdask.evaluate(logits=da.from_array(x, chunks=(UNEVEN, 17)), labels=y)
+
+
+def _first_block_late(block, block_info=None):
+    """Block 0 is produced last, so its task fails after the others."""
+    if block_info[None]["chunk-location"][0] == 0:
+        import time
+
+        time.sleep(1.5)
+    return block
+
+
+def test_with_bad_rows_in_many_blocks_the_error_is_the_first_bad_row_as_in_one_process(client):
+    """Every row sums to 0.9: whichever task fails first, the error names row 0, as one process does."""
+    probs = np.full((40, 3), 0.3)
+    labels = np.zeros(40, dtype=np.int64)
+    with pytest.raises(ValueError) as alone:
+        evaluate(probs=probs, labels=labels)
+    for _ in range(2):
+        late = da.from_array(probs, chunks=(4, 3)).map_blocks(_first_block_late, dtype=probs.dtype)
+        with pytest.raises(ValueError) as on_dask:
+            cdask.evaluate(probs=late, labels=labels)
+        assert str(on_dask.value) == str(alone.value)
+    frame = dd.from_dask_array(da.from_array(probs, chunks=(4, 3)), columns=["a", "b", "c"]).assign(
+        y=dd.from_dask_array(da.from_array(labels, chunks=4)))
+    with pytest.raises(ValueError, match="^partition 0: `probs` must sum to 1 along each row, but row 0"):
+        cdask.evaluate_dataframe(frame, probs=["a", "b", "c"], labels="y")
 
 
 # ------------------------------------------------------------------ the CLI

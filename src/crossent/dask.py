@@ -66,8 +66,34 @@ def block_state(options: dict, offset: int, kind: str, predictions, labels, samp
     return acc.to_dict()
 
 
+def ordered_task(order: int, fn, *args) -> dict:
+    """Run the task ``fn(*args)``; its bad input (ValueError, TypeError) becomes a state that records it.
+
+    The merge keeps the recorded error of the lowest `order` (the block's place in row order), so the error
+    raised at the end is the first bad block's whichever task failed first: the same error on every run.
+    """
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as exc:
+        return {"error": [order, type(exc).__name__, str(exc)]}
+
+
+def raise_failure(state: dict) -> dict:
+    """`state` itself, or the error that an :func:`ordered_task` recorded in it, raised."""
+    if "error" in state:
+        _, kind, message = state["error"]
+        raise (TypeError if kind == "TypeError" else ValueError)(message)
+    return state
+
+
 def merge_states(*states: dict) -> dict:
-    """The merge of accumulator states (``to_dict`` output) as one state; exact, so in any grouping and order."""
+    """The merge of accumulator states (``to_dict`` output) as one state; exact, so in any grouping and order.
+
+    A state with an error (:func:`ordered_task`) wins: the one of the lowest order.
+    """
+    failures = [state["error"] for state in states if "error" in state]
+    if failures:
+        return {"error": min(failures, key=lambda failure: failure[0])}
     acc = Accumulator.from_dict(states[0])
     for state in states[1:]:
         acc.merge(Accumulator.from_dict(state))
@@ -113,7 +139,7 @@ def pin_backend(options: dict) -> dict:
 
 
 def _result(state: dict) -> dict:
-    return Accumulator.from_dict(state).result()
+    return Accumulator.from_dict(raise_failure(state)).result()
 
 
 # ------------------------------------------------------------ dask.array
@@ -155,8 +181,8 @@ def evaluate(*, logits=None, probs=None, labels, sample_weight=None, split_every
     offsets = np.cumsum((0,) + rows[:-1]).tolist()
     x_blocks, y_blocks = x.to_delayed().ravel(), y.to_delayed().ravel()
     w_blocks = [None] * len(rows) if w is None else w.to_delayed().ravel()
-    states = [delayed(block_state, pure=True)(options, offset, kind, xb, yb, wb)
-              for offset, xb, yb, wb in zip(offsets, x_blocks, y_blocks, w_blocks)]
+    states = [delayed(ordered_task, pure=True)(i, block_state, options, offset, kind, xb, yb, wb)
+              for i, (offset, xb, yb, wb) in enumerate(zip(offsets, x_blocks, y_blocks, w_blocks))]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
 
@@ -253,7 +279,7 @@ def evaluate_dataframe(df, *, logits=None, probs=None, labels, sample_weight=Non
     used = list(dict.fromkeys(names + [labels] + ([] if sample_weight is None else [sample_weight])))
     parts = df[used].to_delayed()
     column = columns if isinstance(columns, str) else names
-    states = [delayed(partition_state, pure=True)(options, i, kind, part, column, labels, sample_weight)
+    states = [delayed(ordered_task, pure=True)(i, partition_state, options, i, kind, part, column, labels, sample_weight)
               for i, part in enumerate(parts)]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
@@ -379,17 +405,20 @@ def _reach_scheduler(address: str, seconds: float) -> None:
 def run_tasks(client, tasks: list[tuple], *, split_every=None, options=None, on_done=None) -> dict:
     """Run ``fn(*args)`` for each ``(fn, *args)`` of `tasks` on `client`, each giving a state; their merge.
 
-    ``on_done(state)`` is called in the client as each task finishes (the progress line).
+    ``on_done(state)`` is called in the client as each task finishes (the progress line).  Bad input raises
+    the error of the first failing task in the order of `tasks`, as one process would.
     """
     from distributed import as_completed
 
-    leaves = [delayed(fn, pure=True)(*args) for fn, *args in tasks]
+    leaves = [delayed(ordered_task, pure=True)(i, fn, *args) for i, (fn, *args) in enumerate(tasks)]
     root = tree_merge(leaves, split_every=split_every, options=options)
     futures = client.compute([root, *leaves] if on_done else [root])
     if on_done:
         for future in as_completed(futures[1:]):
-            on_done(future.result())
-    return futures[0].result()
+            state = future.result()
+            if "error" not in state:
+                on_done(state)
+    return raise_failure(futures[0].result())
 
 
 def local_threads(address: str) -> int | None:
