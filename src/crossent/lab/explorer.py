@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import webbrowser
@@ -133,7 +134,13 @@ def write_explorer(out=DEFAULT_OUT):
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     index = folder / "index.html"
-    index.write_text(build_page(), encoding="utf-8")
+    page = build_page()
+    partial = folder / f".index.html.tmp-{os.getpid()}"
+    try:
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, index)  # the page appears whole or not at all (a reload never sees half of it)
+    finally:
+        partial.unlink(missing_ok=True)
     return index
 
 
