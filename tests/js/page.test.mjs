@@ -48,6 +48,18 @@ test("the state survives the address, and a bad address falls back to the defaul
   assert.deepEqual(parseState("#p=1,3&q=1,1").p, [0.25, 0.75]);
 });
 
+test("huge weights still give a distribution that sums to 1, and blank entries are not zeros", () => {
+  // 1e308 + 1e308 overflows to Infinity: dividing by that sum gave p = [0, 0]
+  const huge = parseState("#p=1e308,1e308&q=1e308,3e307");
+  assert.deepEqual(huge.p, [0.5, 0.5]);
+  assert.ok(Math.abs(huge.q.reduce((a, x) => a + x, 0) - 1) < 1e-15 && huge.q.every((x) => x > 0));
+  // "1,,1", " ,1" and a trailing comma are garbage, not a 0 hidden in the address
+  for (const hash of ["#p=1,,1&q=1,1,1", "#p=%20,1&q=1,1", "#p=1,1,&q=1,1,1"]) {
+    assert.deepEqual([parseState(hash).p, parseState(hash).q], [DEFAULTS.p, DEFAULTS.q], hash);
+  }
+  assert.deepEqual(parseState("#logits=1,2,3,").logits, DEFAULTS.logits);
+});
+
 test("numbers are shown at four significant digits, infinity as ∞", () => {
   assert.equal(formatNumber(Infinity), "∞");
   assert.equal(formatNumber(NaN), "—");
