@@ -19,6 +19,23 @@ test("every string exists in both languages and every term comes from the glossa
   assert.throws(() => translate("no_such_key", "en", glossary), /no string/);
 });
 
+test("the page's filled-in labels are Chinese in Chinese: a term passed to a slot comes from the glossary", async () => {
+  const { readFileSync } = await import("node:fs");
+  const html = readFileSync(new URL("../../src/crossent/lab/static/explorer/page.html", import.meta.url), "utf8");
+  const uses = [...html.matchAll(/data-i18n(?:-label)?="(\w+)" data-i18n-vars='([^']*)'/g)];
+  assert.ok(uses.length >= 6);
+  for (const [, key, vars] of uses) {
+    const zh = translate(key, "zh", glossary, JSON.parse(vars));
+    const terms = Object.values(glossary).filter((t) => t && t.zh).map((t) => t.zh);
+    // the glossary's own Chinese terms, and "logit" (a symbol's name that Chinese texts keep), may be Latin
+    const rest = [...terms, "logit"].reduce((text, term) => text.split(term).join(" "), zh);
+    assert.doesNotMatch(rest, /[a-z]{4,}/, `${key} with ${vars} in Chinese: ${zh}`);
+  }
+  assert.equal(translate("surface_label", "zh", glossary, { name: "{cross_entropy}" }),
+    `${glossary.cross_entropy.zh}的${glossary.loss_surface.zh}：方向键移动起点`);
+  assert.match(translate("surface_label", "en", glossary, { name: "{cross_entropy}" }), /of cross-entropy:/);
+});
+
 test("the glossary keeps its format: key -> {en, zh}", () => {
   for (const [key, term] of Object.entries(glossary)) {
     if (key.startsWith("_")) continue;
