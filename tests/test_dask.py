@@ -77,7 +77,7 @@ def test_logits_in_uneven_blocks_on_two_worker_processes_equal_one_pass_bitwise(
     with distributed.get_task_stream(client) as stream:
         got = cdask.evaluate(logits=logits, labels=labels, bins=10, top_k=3, base=2, split_every=3)
     assert_same_bits(got, evaluate(logits=x, labels=y, bins=10, top_k=3, base=2))
-    workers = {t["worker"] for t in stream.data if "ordered_task" in str(t["key"])}  # the block_state tasks
+    workers = {t["worker"] for t in stream.data if "_ordered_task" in str(t["key"])}  # the block_state tasks
     assert workers == set(client.scheduler_info()["workers"]), "the blocks ran on both worker processes"
 
 

@@ -66,7 +66,7 @@ def block_state(options: dict, offset: int, kind: str, predictions, labels, samp
     return acc.to_dict()
 
 
-def ordered_task(order: int, fn, *args) -> dict:
+def _ordered_task(order: int, fn, *args) -> dict:
     """Run the task ``fn(*args)``; its bad input (ValueError, TypeError) becomes a state that records it.
 
     The merge keeps the recorded error of the lowest `order` (the block's place in row order), so the error
@@ -78,8 +78,8 @@ def ordered_task(order: int, fn, *args) -> dict:
         return {"error": [order, type(exc).__name__, str(exc)]}
 
 
-def raise_failure(state: dict) -> dict:
-    """`state` itself, or the error that an :func:`ordered_task` recorded in it, raised."""
+def _raise_failure(state: dict) -> dict:
+    """`state` itself, or the error that an :func:`_ordered_task` recorded in it, raised."""
     if "error" in state:
         _, kind, message = state["error"]
         raise (TypeError if kind == "TypeError" else ValueError)(message)
@@ -89,7 +89,13 @@ def raise_failure(state: dict) -> dict:
 def merge_states(*states: dict) -> dict:
     """The merge of accumulator states (``to_dict`` output) as one state; exact, so in any grouping and order.
 
-    A state with an error (:func:`ordered_task`) wins: the one of the lowest order.
+    A state with an error (:func:`_ordered_task`) wins: the one of the lowest order.
+
+    Examples:
+        >>> a = block_state({}, 0, "probs", np.array([[0.9, 0.1]]), np.array([0]))
+        >>> b = block_state({}, 1, "probs", np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1]))
+        >>> Accumulator.from_dict(merge_states(b, a)).result()["accuracy"]  # 2 right of 3, in any order
+        0.6666666666666666
     """
     failures = [state["error"] for state in states if "error" in state]
     if failures:
@@ -139,7 +145,7 @@ def pin_backend(options: dict) -> dict:
 
 
 def _result(state: dict) -> dict:
-    return Accumulator.from_dict(raise_failure(state)).result()
+    return Accumulator.from_dict(_raise_failure(state)).result()
 
 
 # ------------------------------------------------------------ dask.array
@@ -181,7 +187,7 @@ def evaluate(*, logits=None, probs=None, labels, sample_weight=None, split_every
     offsets = np.cumsum((0,) + rows[:-1]).tolist()
     x_blocks, y_blocks = x.to_delayed().ravel(), y.to_delayed().ravel()
     w_blocks = [None] * len(rows) if w is None else w.to_delayed().ravel()
-    states = [delayed(ordered_task, pure=True)(i, block_state, options, offset, kind, xb, yb, wb)
+    states = [delayed(_ordered_task, pure=True)(i, block_state, options, offset, kind, xb, yb, wb)
               for i, (offset, xb, yb, wb) in enumerate(zip(offsets, x_blocks, y_blocks, w_blocks))]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
@@ -279,7 +285,7 @@ def evaluate_dataframe(df, *, logits=None, probs=None, labels, sample_weight=Non
     used = list(dict.fromkeys(names + [labels] + ([] if sample_weight is None else [sample_weight])))
     parts = df[used].to_delayed()
     column = columns if isinstance(columns, str) else names
-    states = [delayed(ordered_task, pure=True)(i, partition_state, options, i, kind, part, column, labels, sample_weight)
+    states = [delayed(_ordered_task, pure=True)(i, partition_state, options, i, kind, part, column, labels, sample_weight)
               for i, part in enumerate(parts)]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
@@ -357,7 +363,14 @@ def cluster_client(address: str, *, timeout: str | None = None):
     """A ``distributed.Client`` for ``--dask``: ``local:N`` starts a LocalCluster of N worker processes.
 
     Any other `address` (``tcp://host:8786``) connects to a running scheduler.  The client is not made the
-    default one, and the cluster it started is closed on exit.
+    default one, and the cluster it started is closed on exit.  A scheduler that cannot be reached within
+    `timeout` (default :data:`CONNECT_TIMEOUT`) is one ValueError naming the address.
+
+    Examples:
+        >>> with cluster_client("local:0") as client:
+        ...     pass
+        Traceback (most recent call last):
+        ValueError: --dask local:N needs a positive number of workers, got 'local:0'
     """
     from distributed import Client, LocalCluster
 
@@ -410,7 +423,7 @@ def run_tasks(client, tasks: list[tuple], *, split_every=None, options=None, on_
     """
     from distributed import as_completed
 
-    leaves = [delayed(ordered_task, pure=True)(i, fn, *args) for i, (fn, *args) in enumerate(tasks)]
+    leaves = [delayed(_ordered_task, pure=True)(i, fn, *args) for i, (fn, *args) in enumerate(tasks)]
     root = tree_merge(leaves, split_every=split_every, options=options)
     futures = client.compute([root, *leaves] if on_done else [root])
     if on_done:
@@ -418,11 +431,16 @@ def run_tasks(client, tasks: list[tuple], *, split_every=None, options=None, on_
             state = future.result()
             if "error" not in state:
                 on_done(state)
-    return raise_failure(futures[0].result())
+    return _raise_failure(futures[0].result())
 
 
 def local_threads(address: str) -> int | None:
-    """Kernel threads per task on a ``local:N`` cluster (the cores shared by the N workers), else None."""
+    """Kernel threads per task on a ``local:N`` cluster (the cores shared by the N workers), else None.
+
+    Examples:
+        >>> local_threads("tcp://127.0.0.1:8786") is None, local_threads("local:1") == (os.cpu_count() or 1)
+        (True, True)
+    """
     if address.startswith("local:") and address[6:].isdigit() and int(address[6:]) > 0:
         return max(1, (os.cpu_count() or 1) // int(address[6:]))
     return None
