@@ -147,12 +147,17 @@ def test_bad_input_is_refused_at_the_boundary_with_the_parameter_named():
     logits = da.from_array(x, chunks=10)
     with pytest.raises(TypeError, match="`logits` must be a dask.array.Array, got ndarray"):
         cdask.evaluate(logits=x, labels=y)
-    with pytest.raises(TypeError, match="`labels` must be integer class indices, got dtype float64"):
+    with pytest.raises(TypeError, match=r"`labels` must be integer class indices, got dtype float64 \(a dask"):
         cdask.evaluate(logits=logits, labels=da.from_array(y.astype(float), chunks=10))
-    with pytest.raises(TypeError, match="`logits` must be a floating array"):
+    with pytest.raises(TypeError, match=r"`logits` must be a floating array .*got dtype int64 \(a dask.array of "
+                                        r"shape \(50, 1\)\)\.$"):  # not "(array([], ...))": the array is not empty
         cdask.evaluate(logits=da.from_array(y[:, None], chunks=10), labels=y)
+    with pytest.raises(TypeError, match=r"`sample_weight` must be numeric, got dtype <U1"):
+        cdask.evaluate(logits=logits, labels=y, sample_weight=da.from_array(np.array(["a"] * 50), chunks=10))
     with pytest.raises(ValueError, match=r"`labels` must have shape \(50,\).*got \(49,\)"):
         cdask.evaluate(logits=logits, labels=da.from_array(y[:49], chunks=10))
+    with pytest.raises(TypeError, match=r"`labels` must be integer class indices, got dtype float64 \(array\(\[0\.,"):
+        cdask.evaluate(logits=logits, labels=np.zeros(50))  # in memory: its own values are shown
     with pytest.raises(ValueError, match=r"`sample_weight` must have shape \(50,\)"):
         cdask.evaluate(logits=logits, labels=y, sample_weight=np.ones(3))
     unknown = logits[da.from_array(y, chunks=10) > 0]  # boolean indexing: unknown (NaN) chunk sizes

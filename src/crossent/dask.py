@@ -36,6 +36,7 @@ try:
 except ImportError:  # pragma: no cover - exercised by a subprocess test without dask
     raise ModuleNotFoundError("crossent.dask needs Dask: pip install 'crossent[dask]'", name="dask") from None
 
+from ._validate import show
 from .metrics import Accumulator
 from .metrics._inputs import as_floats, as_labels, as_sample_weight
 from .metrics.accumulator import shift_rows_in_message
@@ -197,7 +198,7 @@ def _dask_predictions(x, name: str):
     if not isinstance(x, da.Array):
         raise TypeError(f"`{name}` must be a dask.array.Array, got {type(x).__name__}; for in-memory arrays use "
                         "crossent.metrics.evaluate.")
-    as_floats(np.empty((0,) * x.ndim, dtype=x.dtype), name)  # the accumulator's dtype check, before any task
+    _check_dtype(lambda empty: as_floats(empty, name), x)  # the accumulator's dtype check, before any task
     if x.ndim not in (1, 2):
         raise ValueError(f"`{name}` must be (N, C), or (N,) for binary predictions; got shape {x.shape}.")
     _known_chunks(x, name)
@@ -212,12 +213,24 @@ def _known_chunks(x, name: str) -> None:
                          "or use crossent.dask.evaluate_dataframe for a dataframe.")
 
 
-def _check_label_dtype(dtype) -> None:
-    as_labels(np.empty(0, dtype=dtype), 0)
+def _check_dtype(check, x) -> None:
+    """``check`` (an accumulator's input check) on an empty array of the dtype of `x`, a Dask array.
+
+    Its message shows the values it saw; here that is an empty stand-in, so it names `x` instead.
+    """
+    empty = np.empty((0,) * x.ndim, dtype=x.dtype)
+    try:
+        check(empty)
+    except TypeError as exc:
+        raise TypeError(str(exc).replace(show(empty), f"a dask.array of shape {x.shape}")) from None
 
 
-def _check_weight_dtype(dtype) -> None:
-    as_sample_weight(np.empty(0, dtype=dtype), 0)
+def _check_label_dtype(values) -> None:
+    as_labels(values.ravel(), values.size)
+
+
+def _check_weight_dtype(values) -> None:
+    as_sample_weight(values.ravel(), values.size)
 
 
 def _aligned(values, name: str, x, check_dtype):
@@ -227,9 +240,9 @@ def _aligned(values, name: str, x, check_dtype):
         if values.shape != (x.shape[0],):
             raise ValueError(f"`{name}` must have shape ({x.shape[0]},) to match the predictions' rows, got "
                              f"{values.shape}.")
-        check_dtype(values.dtype)
+        check_dtype(values)
         return da.from_array(values, chunks=(x.chunks[0],))
-    check_dtype(values.dtype)
+    _check_dtype(check_dtype, values)
     _known_chunks(values, name)
     if values.ndim != 1 or values.shape[0] != x.shape[0]:
         raise ValueError(f"`{name}` must have shape ({x.shape[0]},) to match the predictions' rows, got "
