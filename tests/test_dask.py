@@ -331,6 +331,23 @@ def test_cli_scheduler_addresses_that_do_not_answer_fail_with_one_line_not_a_han
         talker.close()
 
 
+def test_cluster_client_called_inside_a_running_event_loop_still_says_why(monkeypatch):
+    """In a notebook (an asyncio loop already running) the check must not fail with its own RuntimeError."""
+    import asyncio
+    import socket
+
+    monkeypatch.setattr(cdask, "CONNECT_TIMEOUT", "2s")
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+
+        async def notebook_cell():
+            with cdask.cluster_client(address):
+                pass
+
+        with pytest.raises(ValueError, match=f"cannot reach a Dask scheduler at '{address}': no answer within 2 s"):
+            asyncio.run(notebook_cell())
+
+
 def test_without_dask_the_error_names_the_extra_and_the_rest_works(npy_files):
     """Dask made unimportable (None in sys.modules) in a fresh process: one line naming the extra."""
     xp, yp = npy_files

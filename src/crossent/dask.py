@@ -22,6 +22,7 @@ This is the only module that imports Dask (``pip install 'crossent[dask]'``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import math
 import numbers
@@ -417,7 +418,9 @@ def _reach_scheduler(address: str, seconds: float) -> None:
         await comm.close()
 
     try:
-        asyncio.run(asyncio.wait_for(handshake(), seconds))
+        # in a thread of its own: asyncio.run refuses to start inside a running loop (a notebook)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, asyncio.wait_for(handshake(), seconds)).result()
     except Exception as exc:  # any failure to reach it is the address's fault, not a crash
         if isinstance(exc, asyncio.TimeoutError):
             why = f"no answer within {seconds:g} s"
