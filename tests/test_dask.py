@@ -281,7 +281,8 @@ def test_cli_errors_on_dask_are_the_one_process_errors(capsys, client, npy_files
             "(1517, 3)" in err, err
         errors.append(err)
     assert errors[0] == errors[1]
-    for bad, message in (("local:0", "positive number of workers"), ("nowhere", "scheduler address")):
+    for bad, message in (("local:0", "positive number of workers"), ("nowhere", "scheduler address"),
+                         ("local:100000", f"at most {cdask.MAX_LOCAL_WORKERS}, got 'local:100000'")):
         code, _, err = _run(capsys, xp, "--labels", yp, "--dask", bad)
         assert code == 2 and message in err
 

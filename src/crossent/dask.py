@@ -50,6 +50,7 @@ SPLIT_EVERY = 8  # states merged per task of the tree: a merge of 8 small states
 # (dashboard_address=None alone still takes 8787, and warns when another cluster holds it).
 QUIET_HTTP = {"dashboard_address": "127.0.0.1:0"}
 CONNECT_TIMEOUT = "20s"  # to reach a scheduler given by its address, handshake included
+MAX_LOCAL_WORKERS = 4 * (os.cpu_count() or 1)  # worker processes of local:N; more than 4 a core never helps
 
 
 # ---------------------------------------------------------------- the tree
@@ -393,6 +394,9 @@ def cluster_client(address: str, *, timeout: str | None = None):
         text = address[len("local:"):]
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"--dask local:N needs a positive number of workers, got {address!r}")
+        if int(text) > MAX_LOCAL_WORKERS:  # local:100000 would fork processes until the machine gives out
+            raise ValueError(f"--dask local:N starts N processes on this machine ({os.cpu_count()} cores): at "
+                             f"most {MAX_LOCAL_WORKERS}, got {address!r}")
         with LocalCluster(n_workers=int(text), processes=True, threads_per_worker=1, host="127.0.0.1",
                           dashboard_address=None, scheduler_kwargs=QUIET_HTTP) as cluster, \
                 Client(cluster, set_as_default=False) as client:
