@@ -416,9 +416,12 @@ def _reach_scheduler(address: str, seconds: float) -> None:
     MemoryError traceback on one that answers in another protocol (an HTTP server, the dashboard's port).
     """
     from distributed.comm import connect
+    from distributed.security import Security
+
+    tls = Security().get_connection_args("client")  # the TLS settings of Dask's config, as Client uses them
 
     async def handshake():
-        comm = await connect(address, timeout=seconds)
+        comm = await connect(address, timeout=seconds, **tls)
         await comm.close()
 
     try:
