@@ -132,9 +132,9 @@ def run_eval(args):
     sources = _label_sources(args)
     options = _accumulator_options(args)
     progress = _Progress(not args.no_progress)
-    if args.partition_rows and not args.dask:
+    if args.partition_rows and args.dask is None:
         raise ValueError("--partition-rows sets the rows of a Dask task; it needs --dask")
-    if args.dask:
+    if args.dask is not None:  # an empty address is refused there, not silently run on one process
         acc = _run_on_dask(args, sources, options, progress)
     else:
         acc = Accumulator(**options)

@@ -19,7 +19,8 @@ import numpy as np
 def show(value, limit: int = 6) -> str:
     """Short repr of `value` for error messages (arrays are truncated)."""
     if isinstance(value, np.ndarray) and value.size > limit:
-        flat = ", ".join(np.array2string(v, precision=6) for v in value.ravel()[:limit])
+        # np.asarray: an object array holds Python objects (a float, a str), which array2string cannot take
+        flat = ", ".join(np.array2string(np.asarray(v), precision=6) for v in value.ravel()[:limit])
         return f"array([{flat}, ...], shape={value.shape})"
     text = repr(value)
     return text if len(text) <= 80 else text[:76] + " ..."
