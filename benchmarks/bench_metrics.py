@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/bench_metrics.py            # the issue's shapes (minutes, needs ~4 GiB RAM)
     python benchmarks/bench_metrics.py --quick    # tiny sizes, to check that every provider runs
+    python benchmarks/bench_metrics.py --ab       # the speed target alone: metric kernel vs in-place loss kernel
 
 The conventions of ``benchmarks/bench.py``: every (shape, provider) pair runs in
 a fresh Python process, providers of one shape one after another, with 2
@@ -17,7 +18,14 @@ kernel writing its gradient in place, the issue's speed target.  The floor is
 the logits' bytes over the read bandwidth measured here (a 2-thread max over a
 buffer of at least 1 GiB), not the copy bandwidth.
 
-Results go to ``benchmarks/results/metrics-<UTC date>.json``; a Markdown table is printed.
+``--ab`` checks the speed target on a shared machine: in ONE child process per
+shape ((1024, 32768) and (4096, 32768) float32), ``--reps`` interleaved pairs
+(metric kernel, then the in-place loss kernel, the order alternating), and
+the median of the paired ratios of wall and of process CPU time: the two
+kernels see the same neighbours, which separate children would not.
+
+Results go to ``benchmarks/results/metrics-<UTC date>.json`` (``metrics-ab-`` for
+``--ab``); a Markdown table is printed.
 """
 
 from __future__ import annotations
@@ -142,7 +150,69 @@ def _child_floor(buffer_bytes):
     return {"read_bandwidth_bytes_per_s": data.nbytes / min(times), "read_buffer_bytes": int(data.nbytes)}
 
 
+AB_SHAPES = [(1024, 32768), (4096, 32768)]
+
+
+def _child_ab(shape, reps):
+    """Interleaved pairs in one process: (metric kernel / in-place loss kernel) per pair, wall and CPU."""
+    import time
+
+    import numpy as np
+
+    from crossent.kernels import softmax_cross_entropy_fused
+    from crossent.metrics import logit_row_stats
+
+    n, v = shape
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((n, v), dtype=np.float32)
+    labels = rng.integers(0, v, n)
+    work = np.empty_like(logits)
+    steps = {"metric": lambda: logit_row_stats(logits, labels, num_threads=THREADS),
+             "loss_inplace": lambda: softmax_cross_entropy_fused(work, labels, inplace=True, num_threads=THREADS)}
+    times = {name: {"wall": [], "cpu": []} for name in steps}
+    for r in range(reps + 1):  # the first pair warms up
+        for name in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+            np.copyto(work, logits)
+            wall, cpu = time.perf_counter(), time.process_time()
+            steps[name]()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if r:
+                times[name]["wall"].append(wall)
+                times[name]["cpu"].append(cpu)
+    out = {"shape": list(shape), "times_s": times}
+    for clock in ("wall", "cpu"):
+        pairs = [m / f for m, f in zip(times["metric"][clock], times["loss_inplace"][clock])]
+        out[f"ratio_{clock}"] = statistics.median(pairs)
+        out[f"median_{clock}_s"] = {name: statistics.median(t[clock]) for name, t in times.items()}
+    return out
+
+
+def ab_main(args):
+    rows = []
+    for shape in QUICK if args.quick else AB_SHAPES:
+        print(f"  {shape} metric kernel vs in-place loss kernel, {args.reps} interleaved pairs ...", flush=True)
+        result = run_child({"provider": "ab", "shape": list(shape), "reps": args.reps}, args.timeout)
+        rows.append({"shape": list(shape), **result})
+    lines = ["| shape | metric median s | loss in place median s | median paired ratio (wall) | (cpu) |",
+             "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {'x'.join(map(str, r['shape']))} | {r['error']} | | | |")
+            continue
+        med = r["median_wall_s"]
+        lines.append(f"| {'x'.join(map(str, r['shape']))} | {med['metric']:.4f} | {med['loss_inplace']:.4f} | "
+                     f"{r['ratio_wall']:.3f} | {r['ratio_cpu']:.3f} |")
+    bench.write_results(args, rows, "\n".join(lines), {"mode": "ab"}, prefix="metrics-ab-")
+
+
 def child_main(job):
+    if job["provider"] == "ab":
+        try:
+            out = {**_child_ab(tuple(job["shape"]), job["reps"]), "error": None}
+        except Exception as exc:  # noqa: BLE001 - a failing run is a row, not a crash
+            out = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        print("RESULT " + json.dumps(out))
+        return
     if job["provider"] == "floor":
         print("RESULT " + json.dumps(_child_floor(job["bytes"])))
         return
@@ -205,13 +275,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every provider runs")
     parser.add_argument("--only", nargs="*", help="keep providers whose name contains one of these")
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions after the warm-up (default 5)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="timed repetitions after the warm-up (default 5; --ab: 21 pairs)")
+    parser.add_argument("--ab", action="store_true", help="only the speed target: interleaved pairs in one process")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per child process")
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.reps is None:
+        args.reps = 21 if args.ab else 5
     if args.child:
         child_main(json.loads(args.child))
+    elif args.ab:
+        ab_main(args)
     else:
         parent_main(args)
 

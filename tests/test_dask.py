@@ -77,7 +77,7 @@ def test_logits_in_uneven_blocks_on_two_worker_processes_equal_one_pass_bitwise(
     with distributed.get_task_stream(client) as stream:
         got = cdask.evaluate(logits=logits, labels=labels, bins=10, top_k=3, base=2, split_every=3)
     assert_same_bits(got, evaluate(logits=x, labels=y, bins=10, top_k=3, base=2))
-    workers = {t["worker"] for t in stream.data if "block_state" in str(t["key"])}
+    workers = {t["worker"] for t in stream.data if "_ordered_task" in str(t["key"])}  # the block_state tasks
     assert workers == set(client.scheduler_info()["workers"]), "the blocks ran on both worker processes"
 
 
@@ -147,12 +147,17 @@ def test_bad_input_is_refused_at_the_boundary_with_the_parameter_named():
     logits = da.from_array(x, chunks=10)
     with pytest.raises(TypeError, match="`logits` must be a dask.array.Array, got ndarray"):
         cdask.evaluate(logits=x, labels=y)
-    with pytest.raises(TypeError, match="`labels` must be integer class indices, got dtype float64"):
+    with pytest.raises(TypeError, match=r"`labels` must be integer class indices, got dtype float64 \(a dask"):
         cdask.evaluate(logits=logits, labels=da.from_array(y.astype(float), chunks=10))
-    with pytest.raises(TypeError, match="`logits` must be a floating array"):
+    with pytest.raises(TypeError, match=r"`logits` must be a floating array .*got dtype int64 \(a dask.array of "
+                                        r"shape \(50, 1\)\)\.$"):  # not "(array([], ...))": the array is not empty
         cdask.evaluate(logits=da.from_array(y[:, None], chunks=10), labels=y)
+    with pytest.raises(TypeError, match=r"`sample_weight` must be numeric, got dtype <U1"):
+        cdask.evaluate(logits=logits, labels=y, sample_weight=da.from_array(np.array(["a"] * 50), chunks=10))
     with pytest.raises(ValueError, match=r"`labels` must have shape \(50,\).*got \(49,\)"):
         cdask.evaluate(logits=logits, labels=da.from_array(y[:49], chunks=10))
+    with pytest.raises(TypeError, match=r"`labels` must be integer class indices, got dtype float64 \(array\(\[0\.,"):
+        cdask.evaluate(logits=logits, labels=np.zeros(50))  # in memory: its own values are shown
     with pytest.raises(ValueError, match=r"`sample_weight` must have shape \(50,\)"):
         cdask.evaluate(logits=logits, labels=y, sample_weight=np.ones(3))
     unknown = logits[da.from_array(y, chunks=10) > 0]  # boolean indexing: unknown (NaN) chunk sizes
@@ -168,11 +173,54 @@ def test_bad_input_is_refused_at_the_boundary_with_the_parameter_named():
         cdask.evaluate_dataframe(dd.from_dict({"a": [0.5]}, npartitions=1), probs="a", labels="nope")
 
 
+def test_dataframe_columns_of_the_wrong_kind_are_refused_before_any_task_naming_the_parameter():
+    """Checked on the dataframe's dtypes, not in a task: no 'could not convert string to float', no AttributeError."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [0.1, 0.7, 0.2] * 4, "b": [0.9, 0.3, 0.8] * 4, "y": [0, 1, 1] * 4,
+                          "s": ["x", "y", "z"] * 4})
+    df = dd.from_pandas(frame, npartitions=3)
+    with pytest.raises(TypeError, match="`sample_weight`: column 's' must hold numbers, got dtype"):
+        cdask.evaluate_dataframe(df, probs=["a", "b"], labels="y", sample_weight="s")
+    with pytest.raises(TypeError, match="`probs`: column 's' must hold floating-point numbers, got dtype"):
+        cdask.evaluate_dataframe(df, probs=["a", "s"], labels="y")
+    with pytest.raises(TypeError, match="`logits`: column 's' holds strings.*list"):
+        cdask.evaluate_dataframe(df, logits="s", labels="y")
+    with pytest.raises(TypeError, match=r"`labels` must be a column name, got \['y'\]"):
+        cdask.evaluate_dataframe(df, probs=["a", "b"], labels=["y"])
+
+
 def test_a_bad_value_in_one_block_names_the_row_of_the_whole_array(client):
     x, y = _data(n=3001, c=17)
     x[1503, 4] = np.nan  # in the fourth block of UNEVEN
     with pytest.raises(ValueError, match=r"`logits` contains NaN.*\(1503, 4\)"):
         cdask.evaluate(logits=da.from_array(x, chunks=(UNEVEN, 17)), labels=y)
+
+
+def _first_block_late(block, block_info=None):
+    """Block 0 is produced last, so its task fails after the others."""
+    if block_info[None]["chunk-location"][0] == 0:
+        import time
+
+        time.sleep(1.5)
+    return block
+
+
+def test_with_bad_rows_in_many_blocks_the_error_is_the_first_bad_row_as_in_one_process(client):
+    """Every row sums to 0.9: whichever task fails first, the error names row 0, as one process does."""
+    probs = np.full((40, 3), 0.3)
+    labels = np.zeros(40, dtype=np.int64)
+    with pytest.raises(ValueError) as alone:
+        evaluate(probs=probs, labels=labels)
+    for _ in range(2):
+        late = da.from_array(probs, chunks=(4, 3)).map_blocks(_first_block_late, dtype=probs.dtype)
+        with pytest.raises(ValueError) as on_dask:
+            cdask.evaluate(probs=late, labels=labels)
+        assert str(on_dask.value) == str(alone.value)
+    frame = dd.from_dask_array(da.from_array(probs, chunks=(4, 3)), columns=["a", "b", "c"]).assign(
+        y=dd.from_dask_array(da.from_array(labels, chunks=4)))
+    with pytest.raises(ValueError, match="^partition 0: `probs` must sum to 1 along each row, but row 0"):
+        cdask.evaluate_dataframe(frame, probs=["a", "b", "c"], labels="y")
 
 
 # ------------------------------------------------------------------ the CLI
@@ -233,9 +281,72 @@ def test_cli_errors_on_dask_are_the_one_process_errors(capsys, client, npy_files
             "(1517, 3)" in err, err
         errors.append(err)
     assert errors[0] == errors[1]
-    for bad, message in (("local:0", "positive number of workers"), ("nowhere", "scheduler address")):
+    for bad, message in (("local:0", "positive number of workers"), ("nowhere", "scheduler address"),
+                         ("local:100000", f"at most {cdask.MAX_LOCAL_WORKERS}, got 'local:100000'")):
         code, _, err = _run(capsys, xp, "--labels", yp, "--dask", bad)
         assert code == 2 and message in err
+
+
+def test_cli_scheduler_addresses_that_do_not_answer_fail_with_one_line_not_a_hang(npy_files):
+    """A refused port, a listener that never answers, one that speaks another protocol, an empty address.
+
+    Each must end with exit 2 and one line naming --dask and the address, within the connect timeout: a
+    plain ``Client(address)`` waits forever on the silent one and prints a MemoryError traceback on the other.
+    """
+    import socket
+    import threading
+
+    xp, yp = npy_files
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) and never answers
+    talker = socket.create_server(("127.0.0.1", 0))
+
+    def talk():
+        while True:
+            try:
+                conn, _ = talker.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n" * 8)
+            conn.close()
+
+    threading.Thread(target=talk, daemon=True).start()
+    refused = socket.create_server(("127.0.0.1", 0))
+    refused_port = refused.getsockname()[1]
+    refused.close()
+    script = textwrap.dedent(f"""
+        import sys, crossent.dask as cdask, crossent.cli as cli
+        cdask.CONNECT_TIMEOUT = "3s"
+        sys.exit(cli.main(["eval", {str(xp)!r}, "--labels", {str(yp)!r}, "--dask", sys.argv[1]]))
+    """)
+    try:
+        for address in (f"tcp://127.0.0.1:{silent.getsockname()[1]}", f"tcp://127.0.0.1:{talker.getsockname()[1]}",
+                        f"127.0.0.1:{refused_port}", ""):
+            run = subprocess.run([sys.executable, "-c", script, address], capture_output=True, text=True,
+                                 timeout=120, env=dict(os.environ, PYTHONPATH=SRC))
+            lines = run.stderr.strip().splitlines()
+            assert run.returncode == 2 and run.stdout == "", (address, run.stderr)
+            assert len(lines) == 1 and lines[0].startswith("crossent eval: error: --dask") and \
+                repr(address) in lines[0], (address, run.stderr)
+    finally:
+        silent.close()
+        talker.close()
+
+
+def test_cluster_client_called_inside_a_running_event_loop_still_says_why(monkeypatch):
+    """In a notebook (an asyncio loop already running) the check must not fail with its own RuntimeError."""
+    import asyncio
+    import socket
+
+    monkeypatch.setattr(cdask, "CONNECT_TIMEOUT", "2s")
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+
+        async def notebook_cell():
+            with cdask.cluster_client(address):
+                pass
+
+        with pytest.raises(ValueError, match=f"cannot reach a Dask scheduler at '{address}': no answer within 2 s"):
+            asyncio.run(notebook_cell())
 
 
 def test_without_dask_the_error_names_the_extra_and_the_rest_works(npy_files):

@@ -122,6 +122,36 @@ def test_explore_command_writes_the_page(tmp_path, capsys):
     assert index.read_text(encoding="utf-8") == explorer.build_page()
 
 
+def test_explore_twice_replaces_the_page_whole_and_leaves_nothing_else(tmp_path, capsys):
+    """The second run puts a new file in place in one rename: a reader (a browser reloading) never sees half a page."""
+    out = tmp_path / "x"
+    assert main(["explore", "--out", str(out), "--json"]) == 0
+    first = (out / "index.html").stat().st_ino
+    old_reader = open(out / "index.html", "rb")  # a reader that opened the old page keeps reading the old page
+    try:
+        assert main(["explore", "--out", str(out), "--json"]) == 0
+        assert (out / "index.html").stat().st_ino != first, "rewritten in place, not replaced whole"
+        assert old_reader.read() == (out / "index.html").read_bytes()
+    finally:
+        old_reader.close()
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["index.html"]
+
+
+def test_explore_never_overwrites_an_index_html_that_is_not_its_own(tmp_path, capsys):
+    """`--out docs` where docs/index.html is someone's page: refused (exit 2), the page untouched."""
+    (tmp_path / "docs").mkdir()
+    theirs = tmp_path / "docs" / "index.html"
+    theirs.write_text("<!doctype html><title>my project</title>", encoding="utf-8")
+    assert main(["explore", "--out", str(tmp_path / "docs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crossent explore: error: `out` (--out):") and "not a crossent explorer page" in err and \
+        err.count("\n") == 1, err
+    assert theirs.read_text(encoding="utf-8") == "<!doctype html><title>my project</title>"
+    assert main(["explore", "--out", ""]) == 2  # "" would be the current folder
+    assert "--out" in capsys.readouterr().err
+
+
 def test_explore_into_a_file_fails_with_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["explore", "--out", str(tmp_path / "file")]) == 1

@@ -27,6 +27,22 @@ def quick_report(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def chinese_report(tmp_path_factory):
+    """The quick report in Chinese; a missing glyph in a figure is an error (it would draw as a box)."""
+    import warnings
+
+    from crossent.lab.figures import cjk_font
+
+    if cjk_font() is None:
+        pytest.skip("no CJK font installed (Debian: apt-get install fonts-wqy-microhei)")
+    out = tmp_path_factory.mktemp("report-zh")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=r"Glyph \d+ .* missing from font")
+        results, meta = report.run_report(out, quick=True, seed=0, jobs=1, progress=False, lang="zh")
+    return out, results, meta
+
+
+@pytest.fixture(scope="module")
 def sections(quick_report):
     return {s["id"]: s["numbers"] for s in quick_report[1]["experiments"]}
 
@@ -134,6 +150,27 @@ def test_calibration_ce_model_better_calibrated(sections):
     assert 0.5 < n["softmax_ce"]["top_bin_share"] <= 1.0
 
 
+def test_temperature_scaling_keeps_accuracy_and_fits_validation(sections):
+    n = sections["calibration"]
+    assert n["validation_fraction"] == 0.1 and n["validation_examples"] == 144
+    for head in ("softmax_ce", "sigmoid_mse"):
+        ts = n["temperature_scaling"][head]
+        assert ts["accuracy_before"] == ts["accuracy_after"] and len(ts["temperatures"]) == len(n["seeds"])
+        assert all(0.05 <= t <= 20 for t in ts["temperatures"])
+        # the curves' ECE (lab rule) and crossent.metrics' ECE before scaling: the same 15 right-closed bins
+    seed = n["seeds"].index(n["seed"])
+    assert n["temperature_scaling"]["softmax_ce"]["ece_before"][seed] == pytest.approx(n["softmax_ce"]["final_ece"], abs=2e-6)
+    assert set(n["ece_lower_after_scaling"]) <= {"softmax_ce", "sigmoid_mse"}
+
+
+def test_experiment_9_trains_on_less_data_than_experiment_7(quick_report):
+    # experiment 7 trains on the whole training set, experiment 9 on 90% of it: different networks
+    n7 = {s["id"]: s["numbers"] for s in quick_report[1]["experiments"]}["digits_sigmoid"]
+    n9 = {s["id"]: s["numbers"] for s in quick_report[1]["experiments"]}["calibration"]
+    assert n7["normal"]["softmax_ce"]["final_accuracy"][0] != n9["softmax_ce"]["final_accuracy"] or \
+        n7["normal"]["softmax_ce"]["final_nll"][0] != n9["softmax_ce"]["final_nll"]
+
+
 # ------------------------------------------------------------------ the report end to end
 
 
@@ -175,8 +212,8 @@ def test_report_files_images_and_numbers(quick_report):
     assert on_disk == results and on_disk["quick"] is True and len(on_disk["experiments"]) == 9
     parser = _PageParser()
     parser.feed(page)
-    # one figure per experiment, plus the 3-D view of the loss surfaces
-    assert parser.images == [f for e in on_disk["experiments"] for f in e["figures"]] and len(parser.images) == 10
+    # one figure per experiment, plus the 3-D view of the loss surfaces and temperature scaling
+    assert parser.images == [f for e in on_disk["experiments"] for f in e["figures"]] and len(parser.images) == 11
     for src in parser.images:
         assert not Path(src).is_absolute() and (out / src).is_file() and (out / src).stat().st_size > 10_000
     known = set(_all_numbers(on_disk))
@@ -193,10 +230,42 @@ def test_report_files_images_and_numbers(quick_report):
 def test_same_seed_same_results_json_with_and_without_pool(quick_report, tmp_path):
     out, _, _ = quick_report
     parser = report.add_report_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--out", str(tmp_path), "--quick", "--jobs", "2", "--no-progress"])
+    args = parser.parse_args(["--out", str(tmp_path), "--quick", "--jobs", "2", "--no-progress", "--lang", "en"])
     text, data = report.report_command(args)
     assert text.startswith(f"wrote {tmp_path / 'index.html'} (9 experiments") and data["jobs"] == min(2, report.available_cores())
     assert (tmp_path / "results.json").read_bytes() == (out / "results.json").read_bytes()
+
+
+def test_chinese_report_has_every_section_in_chinese(chinese_report, quick_report):
+    out, results, meta = chinese_report
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN">' in page and "为什么用交叉熵" in page and meta["lang"] == results["lang"] == "zh"
+    english = quick_report[1]
+    for zh, en in zip(results["experiments"], english["experiments"]):
+        assert zh["id"] == en["id"] and zh["figures"] == en["figures"]
+        same = {k: v for k, v in zh["numbers"].items() if k != "answer"}  # the ReLU answer is a sentence
+        assert same == {k: v for k, v in en["numbers"].items() if k != "answer"}  # the same computation, other words
+        for text in (zh["title"], zh["text"], zh["headline"], *[t["caption"] for t in zh["tables"]]):
+            assert any("\u4e00" <= c <= "\u9fff" for c in text), text
+    # the figures differ from the English ones (their labels)
+    assert (out / "07_digits_sigmoid.png").read_bytes() != (quick_report[0] / "07_digits_sigmoid.png").read_bytes()
+
+
+def test_no_cjk_font_keeps_english_figure_labels_and_says_so(monkeypatch, capsys):
+    from crossent.lab import figures
+
+    monkeypatch.setattr(figures, "cjk_font", lambda: None)  # a machine without one
+    assert report._figure_language("zh") == ("en", "未找到中文字体，图中的标注保留英文。")
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert report._figure_language("en") == ("en", "")
+
+
+def test_stacks_do_not_change_a_network(tmp_path):
+    from crossent.lab.experiments_network import train_stack
+
+    specs = [_spec(head=h, seed=s, epochs=1) for h in ("softmax_ce", "sigmoid_mse") for s in (0, 1)]
+    together = train_stack(specs)
+    assert [train_run(spec) for spec in specs] == together
 
 
 def test_pool_map_gives_the_same_training_runs():
@@ -215,11 +284,12 @@ def test_html_escapes_text():
                                 "numbers": {}}]}
     meta = {"date": "d", "seed": 0, "quick": True, "jobs": 1, "run_time_s": 1.0, "versions": {"a": "<1>"}}
     page = report.render_html(results, meta)
-    assert "<b>t</b>" not in page and "&lt;b&gt;t&lt;/b&gt;" in page and "1 &lt; 2 &amp; 3" in page
+    assert "<b>t</b>" not in page and "<i>" not in page and "&lt;b&gt;t&lt;/b&gt;" in page and "1 &lt; 2 &amp; 3" in page
     assert "&lt;x&gt;" in page and "&lt;1&gt;" in page
 
 
-@pytest.mark.parametrize("argv", [["--jobs", "0"], ["--jobs", "-3"], ["--seed", "-1"], ["--seed", str(2**32)], ["--jobs", "two"]])
+@pytest.mark.parametrize("argv", [["--jobs", "0"], ["--jobs", "-3"], ["--seed", "-1"], ["--seed", str(2**32)], ["--jobs", "two"],
+                                  ["--lang", "fr"]])
 def test_bad_command_line_values(argv, capsys):
     parser = report.add_report_arguments(argparse.ArgumentParser())
     with pytest.raises(SystemExit):
@@ -227,7 +297,7 @@ def test_bad_command_line_values(argv, capsys):
 
 
 @pytest.mark.parametrize("kwargs, name", [({"jobs": 0}, "jobs"), ({"seed": -2}, "seed"), ({"seed": 1.5}, "seed"),
-                                          ({"seed": 2**32}, "seed")])
+                                          ({"seed": 2**32}, "seed"), ({"lang": "de"}, "lang")])
 def test_run_report_validates(kwargs, name, tmp_path):
     with pytest.raises(ValueError, match=f"`{name}`"):
         report.run_report(tmp_path, **kwargs)
@@ -266,7 +336,7 @@ def test_new_folder_and_missing_parents_are_created(stand_in, tmp_path):
     out = tmp_path / "a" / "b" / "report"
     results, meta = report.run_report(out, progress=False)
     assert set(_tree(out)) == STAND_IN_FILES
-    assert 'href="explorer/index.html"' in (out / "index.html").read_text(encoding="utf-8")  # the report links the explorer
+    assert 'href="explorer/index.html#lang=en"' in (out / "index.html").read_text(encoding="utf-8")  # the report links the explorer
     assert report.is_report_folder(out) and sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == sorted(
         ["a", "a/b", "a/b/report", "a/b/report/explorer", *(f"a/b/report/{name}" for name in _tree(out))])
 
@@ -365,7 +435,7 @@ def test_jobs_beyond_the_cores_are_capped(stand_in, tmp_path):
     assert meta["jobs"] == report.available_cores()
 
 
-def test_screenshot(quick_report, tmp_path):
+def _screenshot_module():
     import importlib.util
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.py"
@@ -374,6 +444,20 @@ def test_screenshot(quick_report, tmp_path):
     spec.loader.exec_module(module)
     if module.find_chromium() is None:
         pytest.skip("chromium is not installed")
+    return module
+
+
+def test_chinese_report_renders_in_chromium_with_every_image(chinese_report, tmp_path):
+    module = _screenshot_module()
+    out, results, _ = chinese_report
+    png = module.screenshot(out, height=2000, output=tmp_path / "shot-zh.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
+    figures = [f for e in results["experiments"] for f in e["figures"]]
+    assert module.image_check(out) == {"images": len(figures), "broken": []}
+
+
+def test_screenshot(quick_report, tmp_path):
+    module = _screenshot_module()
     png = module.screenshot(quick_report[0], height=2000, output=tmp_path / "shot.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 50_000
     # every figure of the page loads in the browser: no broken images
@@ -390,5 +474,6 @@ def test_matplotlib_loads_only_when_a_report_runs():
     import subprocess
     import sys
 
-    code = "import sys, crossent, crossent.lab; print('matplotlib' in sys.modules, 'sklearn' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
+    code = ("import sys, crossent, crossent.lab, crossent.cli; crossent.cli.build_parser(); "
+            "print(*(m in sys.modules for m in ('matplotlib', 'sklearn', 'jinja2', 'scipy.optimize')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"] * 4

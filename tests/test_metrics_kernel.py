@@ -69,6 +69,42 @@ def test_rows_match_the_reference(backend, dtype, classes):
     np.testing.assert_array_equal(got.correct, ref[5])
 
 
+def spread_rows(dtype, classes=4500):
+    """Rows with S >= 2 (the Numba kernel's one-pass rows), built to stress its float32 shortcuts.
+
+    A rounded difference x - M repeated over every class (no averaging out),
+    S just above 2, masked classes and a first chunk that is masked, the maximum
+    in the last chunk (every earlier sum is rescaled), a huge common offset.
+    """
+    rng = np.random.default_rng(7)
+    x = np.empty((6, classes))
+    x[0] = -6.7
+    x[0, 3] = 0.3  # x - M rounds in float32 the same way for every class; S ~ 2.1
+    x[1] = np.log(1.02 / (classes - 1))
+    x[1, 0] = 0.0  # S = 2.02
+    x[2] = rng.standard_normal(classes)
+    x[2, :2500] = -np.inf  # a masked first chunk, then the row
+    x[3] = rng.standard_normal(classes) * 3
+    x[3, -1] = x[3].max() + 1  # the maximum arrives last
+    x[4] = rng.standard_normal(classes) + 1e5
+    x[5] = rng.standard_normal(classes) * 0.001
+    y = np.array([0, 0, 3000, 7, 11, classes - 1])
+    return x.astype(dtype), y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unconfident_rows_match_the_reference(backend, dtype):
+    x, y = spread_rows(dtype)
+    ref = reference(x, y)
+    got = logit_row_stats(x, y, backend=backend)
+    assert got.confidence.max() < 0.5  # S > 2 in every row
+    for name, value, expected in zip(got._fields[:4], got[:4], ref[:4]):
+        np.testing.assert_allclose(value, expected, rtol=RTOL[dtype], atol=ATOL[dtype], err_msg=name)
+    np.testing.assert_array_equal(got.rank, ref[4])
+    np.testing.assert_array_equal(got.correct, ref[5])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_first_maximum_is_the_prediction(backend):
     x = np.array([[1.0, 3.0, 3.0, 0.0]] * 4)

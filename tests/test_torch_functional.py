@@ -211,6 +211,23 @@ def test_cross_entropy_low_precision_accumulates_in_float32(dtype, layout):
     torch.testing.assert_close(grad.float(), ref_grad, atol=1e-3, rtol=2e-2)
 
 
+@pytest.mark.parametrize("loss_fn", [ct.cross_entropy, cross_entropy_plain], ids=["fused", "plain"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_probability_targets_are_judged_by_their_own_precision(dtype, loss_fn):
+    # Rows off by 2**-10 (a few roundings to the dtype): beyond float32's tolerance (3.5e-4), within
+    # the dtype's own, sqrt(eps) (bfloat16 0.088, float16 0.031).
+    x = torch.randn(8, 300, generator=gen())
+    target = torch.softmax(torch.randn(8, 300, generator=gen(1)) * 3, -1)
+    target = (target / target.sum(-1, keepdim=True) * (1 + 2.0**-10)).to(dtype)
+    assert ((target.double().sum(-1) - 1).abs() > 3.5e-4).any()  # float32's tolerance refuses these rows
+    loss = loss_fn(x.to(dtype), target)
+    assert_close(loss.float(), F.cross_entropy(x.to(dtype).float(), target.float()), dtype)
+    off = target.clone()
+    off[0] *= 1.2  # a row that sums to 1.2 stays refused
+    with pytest.raises(ValueError, match=r"rows must sum to 1 \(tolerance"):
+        loss_fn(x.to(dtype), off)
+
+
 def test_cross_entropy_without_grad_returns_the_same_loss():
     x = torch.randn(7, 11, generator=gen())
     target = torch.randint(0, 11, (7,), generator=gen(1))

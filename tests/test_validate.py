@@ -172,3 +172,13 @@ class TestCheckSamples:
     def test_long_samples_are_shown_short(self):
         with pytest.raises(ValueError, match=r"got 'aaaa.* \.\.\.\.$"):
             v.check_samples("a" * 500, "x")
+
+
+def test_show_of_a_long_object_array_names_its_values_instead_of_crashing():
+    """An object array (a dataframe's mixed columns) in an error message: a TypeError, not an AttributeError."""
+    mixed = np.array([[0.5, "x"]] * 10, dtype=object)
+    assert v.show(mixed) == "array([0.5, 'x', 0.5, 'x', 0.5, 'x', ...], shape=(10, 2))"
+    from crossent import metrics
+
+    with pytest.raises(TypeError, match="`logits` must be a floating array.*dtype object"):
+        metrics.evaluate(logits=mixed, labels=np.zeros(10, dtype=int))

@@ -23,6 +23,11 @@ import time
 import numpy as np
 
 BATCH_BYTES = 32 << 20  # the default batch: 32 MiB of float64 predictions, far below the 512 MiB budget
+# The memory bound: a run adds at most PEAK_BATCHES batches (as float64, CSV: 32 bytes a value) plus
+# PEAK_SLACK_BYTES to the resident memory of the interpreter that has loaded crossent (and numba),
+# whatever the file size (tests/test_metrics_cli.py measures it).  At the default batch: 128 MiB.
+PEAK_BATCHES = 3
+PEAK_SLACK_BYTES = 32 << 20
 
 
 def _positive(text: str) -> int:
@@ -63,7 +68,9 @@ def add_eval_parser(subparsers):
     parser.add_argument("--top-k", type=_positive, default=None, metavar="K",
                         help="k of the top-k accuracy (default 5, or the number of classes if fewer)")
     parser.add_argument("--batch-rows", type=_positive, default=None, metavar="N",
-                        help="rows read per batch (default: 32 MiB of predictions); lower it to use less memory")
+                        help="rows read per batch (default: 32 MiB of predictions as float64); memory: the "
+                             f"run adds at most {PEAK_BATCHES} batches + {PEAK_SLACK_BYTES >> 20} MiB to the "
+                             "interpreter's (~160 MiB), whatever the file size; lower N to use less")
     parser.add_argument("--base", type=float, default=None, metavar="B", help="also report the NLL in log-B units")
     parser.add_argument("--normalize", action="store_true",
                         help="divide each row of probabilities by its sum (otherwise rows must sum to 1)")
@@ -125,9 +132,9 @@ def run_eval(args):
     sources = _label_sources(args)
     options = _accumulator_options(args)
     progress = _Progress(not args.no_progress)
-    if args.partition_rows and not args.dask:
+    if args.partition_rows and args.dask is None:
         raise ValueError("--partition-rows sets the rows of a Dask task; it needs --dask")
-    if args.dask:
+    if args.dask is not None:  # an empty address is refused there, not silently run on one process
         acc = _run_on_dask(args, sources, options, progress)
     else:
         acc = Accumulator(**options)

@@ -19,7 +19,8 @@ import numpy as np
 def show(value, limit: int = 6) -> str:
     """Short repr of `value` for error messages (arrays are truncated)."""
     if isinstance(value, np.ndarray) and value.size > limit:
-        flat = ", ".join(np.array2string(v, precision=6) for v in value.ravel()[:limit])
+        # np.asarray: an object array holds Python objects (a float, a str), which array2string cannot take
+        flat = ", ".join(np.array2string(np.asarray(v), precision=6) for v in value.ravel()[:limit])
         return f"array([{flat}, ...], shape={value.shape})"
     text = repr(value)
     return text if len(text) <= 80 else text[:76] + " ..."
@@ -160,7 +161,12 @@ def sum_tolerance(dtype) -> float:
     float (bfloat16: 0.088; float8_e4m3fn: 0.35) even when they are computed
     in float32.
     """
-    return max(math.sqrt(_epsilon(np.dtype(dtype))), 1e-6)
+    return epsilon_sum_tolerance(_epsilon(np.dtype(dtype)))
+
+
+def epsilon_sum_tolerance(eps: float) -> float:
+    """:func:`sum_tolerance` of a float type whose epsilon is `eps` (for types NumPy lacks, e.g. torch's)."""
+    return max(math.sqrt(eps), 1e-6)
 
 
 def _tolerance_dtype(given: np.dtype, converted: np.dtype) -> np.dtype:

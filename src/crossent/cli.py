@@ -207,7 +207,8 @@ def _add_report_parser(subparsers):
 
     parser = _subparser(subparsers, "report", help="run the lab's experiments and write an HTML report",
                         examples="  crossent report                              # ./crossent-report/index.html\n"
-                                 "  crossent report --quick --out /tmp/r --jobs 2\n")
+                                 "  crossent report --quick --out /tmp/r --jobs 2\n"
+                                 "  crossent report --lang zh                    # the report in Chinese\n")
     add_report_arguments(parser)
     parser.set_defaults(run=_run_report)
 

@@ -21,6 +21,8 @@ This is the only module that imports Dask (``pip install 'crossent[dask]'``).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import math
 import numbers
@@ -31,9 +33,11 @@ import numpy as np
 try:
     import dask.array as da
     from dask.delayed import Delayed, delayed
+    from dask.utils import parse_timedelta
 except ImportError:  # pragma: no cover - exercised by a subprocess test without dask
     raise ModuleNotFoundError("crossent.dask needs Dask: pip install 'crossent[dask]'", name="dask") from None
 
+from ._validate import show
 from .metrics import Accumulator
 from .metrics._inputs import as_floats, as_labels, as_sample_weight
 from .metrics.accumulator import shift_rows_in_message
@@ -45,6 +49,8 @@ SPLIT_EVERY = 8  # states merged per task of the tree: a merge of 8 small states
 # No dashboard; the scheduler's small HTTP server (health, metrics) on a free port of 127.0.0.1, not on 8787
 # (dashboard_address=None alone still takes 8787, and warns when another cluster holds it).
 QUIET_HTTP = {"dashboard_address": "127.0.0.1:0"}
+CONNECT_TIMEOUT = "20s"  # to reach a scheduler given by its address, handshake included
+MAX_LOCAL_WORKERS = 4 * (os.cpu_count() or 1)  # worker processes of local:N; more than 4 a core never helps
 
 
 # ---------------------------------------------------------------- the tree
@@ -63,8 +69,40 @@ def block_state(options: dict, offset: int, kind: str, predictions, labels, samp
     return acc.to_dict()
 
 
+def _ordered_task(order: int, fn, *args) -> dict:
+    """Run the task ``fn(*args)``; its bad input (ValueError, TypeError) becomes a state that records it.
+
+    The merge keeps the recorded error of the lowest `order` (the block's place in row order), so the error
+    raised at the end is the first bad block's whichever task failed first: the same error on every run.
+    """
+    try:
+        return fn(*args)
+    except (ValueError, TypeError) as exc:
+        return {"error": [order, type(exc).__name__, str(exc)]}
+
+
+def _raise_failure(state: dict) -> dict:
+    """`state` itself, or the error that an :func:`_ordered_task` recorded in it, raised."""
+    if "error" in state:
+        _, kind, message = state["error"]
+        raise (TypeError if kind == "TypeError" else ValueError)(message)
+    return state
+
+
 def merge_states(*states: dict) -> dict:
-    """The merge of accumulator states (``to_dict`` output) as one state; exact, so in any grouping and order."""
+    """The merge of accumulator states (``to_dict`` output) as one state; exact, so in any grouping and order.
+
+    A state with an error (:func:`_ordered_task`) wins: the one of the lowest order.
+
+    Examples:
+        >>> a = block_state({}, 0, "probs", np.array([[0.9, 0.1]]), np.array([0]))
+        >>> b = block_state({}, 1, "probs", np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1, 1]))
+        >>> Accumulator.from_dict(merge_states(b, a)).result()["accuracy"]  # 2 right of 3, in any order
+        0.6666666666666666
+    """
+    failures = [state["error"] for state in states if "error" in state]
+    if failures:
+        return {"error": min(failures, key=lambda failure: failure[0])}
     acc = Accumulator.from_dict(states[0])
     for state in states[1:]:
         acc.merge(Accumulator.from_dict(state))
@@ -110,7 +148,7 @@ def pin_backend(options: dict) -> dict:
 
 
 def _result(state: dict) -> dict:
-    return Accumulator.from_dict(state).result()
+    return Accumulator.from_dict(_raise_failure(state)).result()
 
 
 # ------------------------------------------------------------ dask.array
@@ -152,8 +190,8 @@ def evaluate(*, logits=None, probs=None, labels, sample_weight=None, split_every
     offsets = np.cumsum((0,) + rows[:-1]).tolist()
     x_blocks, y_blocks = x.to_delayed().ravel(), y.to_delayed().ravel()
     w_blocks = [None] * len(rows) if w is None else w.to_delayed().ravel()
-    states = [delayed(block_state, pure=True)(options, offset, kind, xb, yb, wb)
-              for offset, xb, yb, wb in zip(offsets, x_blocks, y_blocks, w_blocks)]
+    states = [delayed(_ordered_task, pure=True)(i, block_state, options, offset, kind, xb, yb, wb)
+              for i, (offset, xb, yb, wb) in enumerate(zip(offsets, x_blocks, y_blocks, w_blocks))]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
 
@@ -162,7 +200,7 @@ def _dask_predictions(x, name: str):
     if not isinstance(x, da.Array):
         raise TypeError(f"`{name}` must be a dask.array.Array, got {type(x).__name__}; for in-memory arrays use "
                         "crossent.metrics.evaluate.")
-    as_floats(np.empty((0,) * x.ndim, dtype=x.dtype), name)  # the accumulator's dtype check, before any task
+    _check_dtype(lambda empty: as_floats(empty, name), x)  # the accumulator's dtype check, before any task
     if x.ndim not in (1, 2):
         raise ValueError(f"`{name}` must be (N, C), or (N,) for binary predictions; got shape {x.shape}.")
     _known_chunks(x, name)
@@ -177,12 +215,24 @@ def _known_chunks(x, name: str) -> None:
                          "or use crossent.dask.evaluate_dataframe for a dataframe.")
 
 
-def _check_label_dtype(dtype) -> None:
-    as_labels(np.empty(0, dtype=dtype), 0)
+def _check_dtype(check, x) -> None:
+    """``check`` (an accumulator's input check) on an empty array of the dtype of `x`, a Dask array.
+
+    Its message shows the values it saw; here that is an empty stand-in, so it names `x` instead.
+    """
+    empty = np.empty((0,) * x.ndim, dtype=x.dtype)
+    try:
+        check(empty)
+    except TypeError as exc:
+        raise TypeError(str(exc).replace(show(empty), f"a dask.array of shape {x.shape}")) from None
 
 
-def _check_weight_dtype(dtype) -> None:
-    as_sample_weight(np.empty(0, dtype=dtype), 0)
+def _check_label_dtype(values) -> None:
+    as_labels(values.ravel(), values.size)
+
+
+def _check_weight_dtype(values) -> None:
+    as_sample_weight(values.ravel(), values.size)
 
 
 def _aligned(values, name: str, x, check_dtype):
@@ -192,9 +242,9 @@ def _aligned(values, name: str, x, check_dtype):
         if values.shape != (x.shape[0],):
             raise ValueError(f"`{name}` must have shape ({x.shape[0]},) to match the predictions' rows, got "
                              f"{values.shape}.")
-        check_dtype(values.dtype)
+        check_dtype(values)
         return da.from_array(values, chunks=(x.chunks[0],))
-    check_dtype(values.dtype)
+    _check_dtype(check_dtype, values)
     _known_chunks(values, name)
     if values.ndim != 1 or values.shape[0] != x.shape[0]:
         raise ValueError(f"`{name}` must have shape ({x.shape[0]},) to match the predictions' rows, got "
@@ -240,21 +290,40 @@ def evaluate_dataframe(df, *, logits=None, probs=None, labels, sample_weight=Non
         raise TypeError(f"`{kind}` must be a column name or a list of column names, got {columns!r}.")
     wanted = {kind: names, "labels": [labels]} | ({} if sample_weight is None else {"sample_weight": [sample_weight]})
     for name, cols in wanted.items():
+        if name != kind and not isinstance(cols[0], str):
+            raise TypeError(f"`{name}` must be a column name, got {cols[0]!r}.")
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ValueError(f"`{name}`: no column {missing[0]!r}; the columns are {list(df.columns)}.")
-    import pandas as pd
-
-    if not pd.api.types.is_integer_dtype(df.dtypes[labels]):
-        raise TypeError(f"`labels`: column {labels!r} must hold integer class indices, got dtype {df.dtypes[labels]}.")
+    _check_column_dtypes(df, kind, names, labels, sample_weight)
     options = pin_backend(options)
     used = list(dict.fromkeys(names + [labels] + ([] if sample_weight is None else [sample_weight])))
     parts = df[used].to_delayed()
     column = columns if isinstance(columns, str) else names
-    states = [delayed(partition_state, pure=True)(options, i, kind, part, column, labels, sample_weight)
+    states = [delayed(_ordered_task, pure=True)(i, partition_state, options, i, kind, part, column, labels, sample_weight)
               for i, part in enumerate(parts)]
     out = delayed(_result, pure=True)(tree_merge(states, split_every=split_every, options=options))
     return out.compute() if compute else out
+
+
+def _check_column_dtypes(df, kind: str, names: list, labels: str, sample_weight) -> None:
+    """The columns' dtypes (the dataframe's metadata) checked here, not found wrong in a task."""
+    import pandas as pd
+
+    types = pd.api.types
+    if not types.is_integer_dtype(df.dtypes[labels]):
+        raise TypeError(f"`labels`: column {labels!r} must hold integer class indices, got dtype {df.dtypes[labels]}.")
+    if sample_weight is not None and not types.is_numeric_dtype(df.dtypes[sample_weight]):
+        raise TypeError(f"`sample_weight`: column {sample_weight!r} must hold numbers, got dtype "
+                        f"{df.dtypes[sample_weight]}.")
+    for name in names:
+        dtype = df.dtypes[name]
+        if len(names) == 1 and types.is_string_dtype(dtype) and not types.is_object_dtype(dtype):
+            raise TypeError(f"`{kind}`: column {name!r} holds strings (dtype {dtype}), not numbers; a list column "
+                            "turned into strings by dask's `dataframe.convert-string` can be kept as lists with "
+                            "dask.config.set({'dataframe.convert-string': False}) or read from Parquet.")
+        if len(names) > 1 and not types.is_float_dtype(dtype):
+            raise TypeError(f"`{kind}`: column {name!r} must hold floating-point numbers, got dtype {dtype}.")
 
 
 def partition_state(options: dict, index: int, kind: str, frame, column, labels: str, sample_weight) -> dict:
@@ -305,18 +374,29 @@ def _prediction_matrix(frame, column, kind: str) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def cluster_client(address: str, *, timeout: str = "20s"):
+def cluster_client(address: str, *, timeout: str | None = None):
     """A ``distributed.Client`` for ``--dask``: ``local:N`` starts a LocalCluster of N worker processes.
 
     Any other `address` (``tcp://host:8786``) connects to a running scheduler.  The client is not made the
-    default one, and the cluster it started is closed on exit.
+    default one, and the cluster it started is closed on exit.  A scheduler that cannot be reached within
+    `timeout` (default :data:`CONNECT_TIMEOUT`) is one ValueError naming the address.
+
+    Examples:
+        >>> with cluster_client("local:0") as client:
+        ...     pass
+        Traceback (most recent call last):
+        ValueError: --dask local:N needs a positive number of workers, got 'local:0'
     """
     from distributed import Client, LocalCluster
 
+    timeout = timeout or CONNECT_TIMEOUT
     if address.startswith("local:"):
         text = address[len("local:"):]
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"--dask local:N needs a positive number of workers, got {address!r}")
+        if int(text) > MAX_LOCAL_WORKERS:  # local:100000 would fork processes until the machine gives out
+            raise ValueError(f"--dask local:N starts N processes on this machine ({os.cpu_count()} cores): at "
+                             f"most {MAX_LOCAL_WORKERS}, got {address!r}")
         with LocalCluster(n_workers=int(text), processes=True, threads_per_worker=1, host="127.0.0.1",
                           dashboard_address=None, scheduler_kwargs=QUIET_HTTP) as cluster, \
                 Client(cluster, set_as_default=False) as client:
@@ -324,28 +404,66 @@ def cluster_client(address: str, *, timeout: str = "20s"):
         return
     if "://" not in address and ":" not in address:
         raise ValueError(f"--dask needs a scheduler address (tcp://HOST:PORT) or local:N, got {address!r}")
+    _reach_scheduler(address, parse_timedelta(timeout))
     with Client(address, timeout=timeout, set_as_default=False) as client:
         yield client
+
+
+def _reach_scheduler(address: str, seconds: float) -> None:
+    """Connect to `address` and read its handshake within `seconds` in all, or one ValueError naming it.
+
+    ``Client(address)`` alone waits forever on a listener that never answers, and fails with a
+    MemoryError traceback on one that answers in another protocol (an HTTP server, the dashboard's port).
+    """
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    tls = Security().get_connection_args("client")  # the TLS settings of Dask's config, as Client uses them
+
+    async def handshake():
+        comm = await connect(address, timeout=seconds, **tls)
+        await comm.close()
+
+    try:
+        # in a thread of its own: asyncio.run refuses to start inside a running loop (a notebook)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, asyncio.wait_for(handshake(), seconds)).result()
+    except Exception as exc:  # any failure to reach it is the address's fault, not a crash
+        if isinstance(exc, asyncio.TimeoutError):
+            why = f"no answer within {seconds:g} s"
+        elif isinstance(exc, (OSError, ValueError)):
+            why = str(exc)
+        else:
+            why = f"it does not answer as a Dask scheduler ({type(exc).__name__})"
+        raise ValueError(f"--dask: cannot reach a Dask scheduler at {address!r}: {why}") from None
 
 
 def run_tasks(client, tasks: list[tuple], *, split_every=None, options=None, on_done=None) -> dict:
     """Run ``fn(*args)`` for each ``(fn, *args)`` of `tasks` on `client`, each giving a state; their merge.
 
-    ``on_done(state)`` is called in the client as each task finishes (the progress line).
+    ``on_done(state)`` is called in the client as each task finishes (the progress line).  Bad input raises
+    the error of the first failing task in the order of `tasks`, as one process would.
     """
     from distributed import as_completed
 
-    leaves = [delayed(fn, pure=True)(*args) for fn, *args in tasks]
+    leaves = [delayed(_ordered_task, pure=True)(i, fn, *args) for i, (fn, *args) in enumerate(tasks)]
     root = tree_merge(leaves, split_every=split_every, options=options)
     futures = client.compute([root, *leaves] if on_done else [root])
     if on_done:
         for future in as_completed(futures[1:]):
-            on_done(future.result())
-    return futures[0].result()
+            state = future.result()
+            if "error" not in state:
+                on_done(state)
+    return _raise_failure(futures[0].result())
 
 
 def local_threads(address: str) -> int | None:
-    """Kernel threads per task on a ``local:N`` cluster (the cores shared by the N workers), else None."""
+    """Kernel threads per task on a ``local:N`` cluster (the cores shared by the N workers), else None.
+
+    Examples:
+        >>> local_threads("tcp://127.0.0.1:8786") is None, local_threads("local:1") == (os.cpu_count() or 1)
+        (True, True)
+    """
     if address.startswith("local:") and address[6:].isdigit() and int(address[6:]) > 0:
         return max(1, (os.cpu_count() or 1) // int(address[6:]))
     return None

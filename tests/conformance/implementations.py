@@ -6,6 +6,13 @@ arrays in the dtype the implementation returns (bfloat16 as ``ml_dtypes``),
 (of the sum of the rows, for ``"none"``).  It passes every option the case
 sets, so that an unsupported one reaches the implementation and must be
 refused there.
+
+A ``loss_only`` implementation computes per-row values, no gradient and no
+reduction (the metric kernel): its adapter returns ``(nll, entropy)``, (N,)
+arrays compared row by row with the reference (NLL on the kept rows, entropy
+on rows with a finite logit), whatever the case's `reduction`.  Options it
+has no parameter for are declared in ``not_taken``: those cases are skipped,
+with the reason in the test report, not run without the option.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 import crossent.kernels
 import crossent.torch
 from crossent import losses
+from crossent.metrics.kernel import logit_row_stats
 from crossent.torch._plain import cross_entropy_plain
 from crossent.torch._plain import reduce as _plain_reduce
 
@@ -32,6 +40,8 @@ class Implementation:
     name: str
     run: Callable  # case -> (loss, grad)
     unsupported: frozenset = frozenset()  # case features it must refuse with a ValueError/TypeError
+    loss_only: bool = False  # per-row (nll, entropy) instead of (loss, grad)
+    not_taken: frozenset = frozenset()  # case features it has no parameter for: not applicable, skipped
 
     def __repr__(self):
         return self.name
@@ -55,6 +65,16 @@ def _kernel(case, backend, inplace):
     if inplace:
         assert grad is logits, "inplace=True must return the logits' own buffer"
     return np.asarray(loss), grad
+
+
+def _metric_kernel(case, backend):
+    """The one-pass metric kernel: per-row NLL and entropy (ignore_index as its `kept` rows)."""
+    labels, kept = case.labels, None
+    if case.ignore_index is not None and labels.dtype.kind in "iu":
+        kept = labels != case.ignore_index
+        labels = np.where(kept, labels, 0)  # the kernel reads a label in range on every row
+    stats = logit_row_stats(case.logits, labels, kept, backend=backend)
+    return stats.nll, stats.entropy
 
 
 # --------------------------------------------------------------------------- torch
@@ -132,9 +152,29 @@ def _linear_log_probs(case):
     return _backward(loss, hidden)
 
 
+def _vocab_parallel_cross_entropy(case):
+    """``crossent.torch.distributed`` in a world of one process (gloo), made once per test session.
+
+    tests/test_torch_distributed.py runs the same cases with the vocabulary split over 2 and 3 processes.
+    """
+    import torch.distributed as dist
+
+    from crossent.torch.distributed import vocab_parallel_cross_entropy
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    logits = _to_torch(case.logits).requires_grad_(True)
+    weight = None if case.class_weight is None else _to_torch(case.class_weight, case.dtype_name)
+    loss = vocab_parallel_cross_entropy(logits, _to_torch(case.labels), class_weight=weight,
+                                        ignore_index=case.ignore_index, label_smoothing=case.label_smoothing,
+                                        z_loss=case.z_loss, reduction=case.reduction)
+    return _backward(loss, logits)
+
+
 # --------------------------------------------------------------------------- the table
 
 LOW_PRECISION = frozenset({"float16", "bfloat16"})
+METRIC_NOT_TAKEN = frozenset({"class_weight", "label_smoothing", "z_loss"})  # a metric of the model's own p
 IMPLEMENTATIONS = [
     Implementation("losses.reference", lambda case: _losses(case, "reference")),
     Implementation("losses.auto", lambda case: _losses(case, "auto")),
@@ -145,6 +185,11 @@ IMPLEMENTATIONS = [
                    LOW_PRECISION | {"float64", "probability_targets"}),
     Implementation("kernels.numba.inplace", lambda case: _kernel(case, "numba", True),
                    LOW_PRECISION | {"float64", "probability_targets"}),
+    # The metric kernel: float32/float64 logits, integer labels, ignore_index; no class weights, smoothing or z_loss.
+    Implementation("metrics.kernel.numpy", lambda case: _metric_kernel(case, "numpy"),
+                   LOW_PRECISION | {"probability_targets"}, loss_only=True, not_taken=METRIC_NOT_TAKEN),
+    Implementation("metrics.kernel.numba", lambda case: _metric_kernel(case, "numba"),
+                   LOW_PRECISION | {"probability_targets"}, loss_only=True, not_taken=METRIC_NOT_TAKEN),
     Implementation("torch.fused", lambda case: _torch_cross_entropy(case)),
     Implementation("torch.fused.inplace_backward", lambda case: _torch_cross_entropy(case, inplace_backward=True)),
     Implementation("torch.plain", _torch_cross_entropy_plain),
@@ -152,4 +197,5 @@ IMPLEMENTATIONS = [
     Implementation("torch.linear", _linear_cross_entropy, frozenset({"probability_targets", "masked"})),
     Implementation("torch.linear.log_probs", _linear_log_probs,
                    frozenset({"probability_targets", "masked", "class_weight", "z_loss", "label_smoothing"})),
+    Implementation("torch.vocab_parallel", _vocab_parallel_cross_entropy, frozenset({"probability_targets"})),
 ]

@@ -111,3 +111,9 @@ def softmax_cross_entropy(logits, labels, *, class_weight=None, ignore_index=Non
     grad = scale * (coef[:, None] * p - q)
     terms = scale * (np.abs(coef)[:, None] * p + np.abs(q))
     return Expected(np.asarray(loss, WIDE), grad, terms)
+
+
+def entropy(logits) -> np.ndarray:
+    """Per row of (N, C) `logits` with a finite entry: :math:`H = \\sum_c p_c (\\ell - x_c)`, 0 * inf = 0."""
+    _, neg_log_p, p = log_softmax(logits)
+    return _times(p, neg_log_p).sum(axis=1)

@@ -19,6 +19,23 @@ test("every string exists in both languages and every term comes from the glossa
   assert.throws(() => translate("no_such_key", "en", glossary), /no string/);
 });
 
+test("the page's filled-in labels are Chinese in Chinese: a term passed to a slot comes from the glossary", async () => {
+  const { readFileSync } = await import("node:fs");
+  const html = readFileSync(new URL("../../src/crossent/lab/static/explorer/page.html", import.meta.url), "utf8");
+  const uses = [...html.matchAll(/data-i18n(?:-label)?="(\w+)" data-i18n-vars='([^']*)'/g)];
+  assert.ok(uses.length >= 6);
+  for (const [, key, vars] of uses) {
+    const zh = translate(key, "zh", glossary, JSON.parse(vars));
+    const terms = Object.values(glossary).filter((t) => t && t.zh).map((t) => t.zh);
+    // the glossary's own Chinese terms, and "logit" (a symbol's name that Chinese texts keep), may be Latin
+    const rest = [...terms, "logit"].reduce((text, term) => text.split(term).join(" "), zh);
+    assert.doesNotMatch(rest, /[a-z]{4,}/, `${key} with ${vars} in Chinese: ${zh}`);
+  }
+  assert.equal(translate("surface_label", "zh", glossary, { name: "{cross_entropy}" }),
+    `${glossary.cross_entropy.zh}的${glossary.loss_surface.zh}：方向键移动起点`);
+  assert.match(translate("surface_label", "en", glossary, { name: "{cross_entropy}" }), /of cross-entropy:/);
+});
+
 test("the glossary keeps its format: key -> {en, zh}", () => {
   for (const [key, term] of Object.entries(glossary)) {
     if (key.startsWith("_")) continue;
@@ -46,6 +63,18 @@ test("the state survives the address, and a bad address falls back to the defaul
   assert.deepEqual([mismatch.p, mismatch.q], [DEFAULTS.p, DEFAULTS.q]);
   // weights are normalised
   assert.deepEqual(parseState("#p=1,3&q=1,1").p, [0.25, 0.75]);
+});
+
+test("huge weights still give a distribution that sums to 1, and blank entries are not zeros", () => {
+  // 1e308 + 1e308 overflows to Infinity: dividing by that sum gave p = [0, 0]
+  const huge = parseState("#p=1e308,1e308&q=1e308,3e307");
+  assert.deepEqual(huge.p, [0.5, 0.5]);
+  assert.ok(Math.abs(huge.q.reduce((a, x) => a + x, 0) - 1) < 1e-15 && huge.q.every((x) => x > 0));
+  // "1,,1", " ,1" and a trailing comma are garbage, not a 0 hidden in the address
+  for (const hash of ["#p=1,,1&q=1,1,1", "#p=%20,1&q=1,1", "#p=1,1,&q=1,1,1"]) {
+    assert.deepEqual([parseState(hash).p, parseState(hash).q], [DEFAULTS.p, DEFAULTS.q], hash);
+  }
+  assert.deepEqual(parseState("#logits=1,2,3,").logits, DEFAULTS.logits);
 });
 
 test("numbers are shown at four significant digits, infinity as ∞", () => {

@@ -60,11 +60,12 @@ def _maxnum32(typingctx, a, b):
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model="numpy")
-def exp_nonpositive(t):
-    """exp(t) for t <= 0 in float32 (relative error < 3e-7); 0 below -87; NaN stays NaN.
+def exp_in_range(t):
+    """exp(t) for float32 t in [-87, 0] (relative error < 3e-7), with no range test: the caller clamps.
 
     t = k ln2 + f with |f| <= ln2/2, exp(f) by a degree-7 polynomial (Cephes
-    expf coefficients), 2^k built directly in the exponent bits.
+    expf coefficients), 2^k built directly in the exponent bits.  NaN stays
+    NaN (k is clamped before it becomes an integer).
     """
     k = np.floor(t * LOG2E + F32(0.5))
     f = t - k * LN2_HI
@@ -77,8 +78,13 @@ def exp_nonpositive(t):
     p = p * f + F32(5.0000001201e-1)
     p = p * f * f + f + F32(1.0)
     k = k if k > F32(-126.0) else F32(-126.0)
-    two_to_k = _int_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
-    return F32(0.0) if t < F32(-87.0) else p * two_to_k
+    return p * _int_bits_as_float32((np.int32(k) + np.int32(127)) << np.int32(23))
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model="numpy")
+def exp_nonpositive(t):
+    """exp(t) for t <= 0 in float32 (relative error < 3e-7); 0 below -87; NaN stays NaN."""
+    return F32(0.0) if t < F32(-87.0) else exp_in_range(t)
 
 
 @njit(fastmath=FASTMATH, nogil=True, cache=True, error_model="numpy")
@@ -171,7 +177,11 @@ def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, l
         else:
             # The shifted frame: -log p_c = log S - (x_c - M), with S = sum exp(x - M).
             log_total = math.log(total)
-            if total < 2.0:  # a confident row: log1p of S - 1 summed without the maxima's 1
+            # A confident row, or an lse near 0 (m + log S cancels) in a row whose z-loss term outweighs
+            # its cross-entropy mass (see numpy_blocked.z_loss_rows): log1p of S - 1 summed in float64
+            # without the maxima's 1, from the exponentials in the gradient buffer.
+            if total < 2.0 or (z_loss > 0.0 and is_kept and target_coef + eps / V * weight_total < z_loss
+                               and abs(running_max + log_total) < 1.0):
                 log_total = _log_sum_confident(xw[i] if xw is not None else g[i], chunk_shift, running_max)
             lse = running_max + log_total
             if target_coef != 0.0:  # a zero coefficient times a masked target's +inf counts 0
@@ -214,31 +224,32 @@ def softmax_int_rows(x, g, xw, labels, kept, weight, chunk_weight, has_weight, l
 
 @njit(fastmath=FASTMATH, nogil=True, inline="always", error_model="numpy")
 def _log_sum_confident(ei, chunk_shift, running_max):
-    """log S for a row whose exponentials (chunk c against chunk_shift[c]) sum to S < 2.
+    """log S, precisely, for a row whose exponentials (chunk c against chunk_shift[c]) sum to S.
 
-    ``log1p(S - 1)``, with ``S - 1`` summed from the non-maximal terms and the
-    count of maxima minus one: no ``1 + tiny`` is ever rounded, so a loss of
-    1e-10 keeps its digits.  An exponential that rounds to exactly 1 counts as
-    a maximum (it is within an ulp of 1, which only matters where S - 1 >= ~1).
+    ``log1p(S - 1)``, with ``S - 1`` summed in float64 from the non-maximal
+    terms and the count of maxima minus one: no ``1 + tiny`` is ever rounded,
+    so a loss of 1e-10 keeps its digits (S < 2), and the float32 sum's error
+    does not reach an lse near 0 (z_loss).  An exponential that rounds to
+    exactly 1 counts as a maximum (it is within an ulp of 1, which only
+    matters where S - 1 >= ~1).
     """
     rest = 0.0
-    ties = 0
+    ties = 0.0
     for c in range(chunk_shift.shape[0]):
         ec = ei[c * CHUNK : (c + 1) * CHUNK]
         if chunk_shift[c] == running_max:
-            acc = F32(0.0)
-            count = 0
+            acc = 0.0
+            for j in range(ec.shape[0]):  # two loops of selects: each vectorises (one loop with both did not)
+                acc += np.float64(F32(0.0) if ec[j] == F32(1.0) else ec[j])
+            count = F32(0.0)  # exact: at most CHUNK
             for j in range(ec.shape[0]):
-                if ec[j] == F32(1.0):
-                    count += 1
-                else:
-                    acc += ec[j]
+                count += F32(1.0) if ec[j] == F32(1.0) else F32(0.0)
             rest += acc
             ties += count
         elif chunk_shift[c] > -np.inf:
-            acc = F32(0.0)
+            acc = 0.0
             for j in range(ec.shape[0]):
-                acc += ec[j]
+                acc += np.float64(ec[j])
             rest += acc * math.exp(chunk_shift[c] - running_max)
     return math.log1p(rest + (ties - 1))
 

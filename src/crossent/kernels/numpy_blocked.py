@@ -69,22 +69,31 @@ def row_shifts(xb: np.ndarray, first_row: int):
     return shift.astype(np.float64), all_masked
 
 
-def exp_rows(gb: np.ndarray, all_masked: np.ndarray):
+def exp_rows(gb: np.ndarray, all_masked: np.ndarray, shift: np.ndarray | None = None, z_rows=None):
     """Exponentiate the shifted block in place; return the row sums and their logs (float64).
 
     An all-masked row has sum 0; its log is taken as 0 (the row costs nothing).
     A confident row (S < 2) takes ``log S = log1p(S - 1)`` with ``S - 1`` summed
-    without the maxima's ``exp(0) = 1``, so a loss of 1e-12 keeps its digits
-    where ``log`` of the rounded sum would not.  An entry whose exponential
+    in float64 without the maxima's ``exp(0) = 1``, so a loss of 1e-12 keeps its
+    digits where ``log`` of the rounded sum would not.  An entry whose exponential
     rounds to exactly 1 counts as a maximum: it is within an ulp of 1, and
     only matters where ``S - 1`` is at least about 1.
+
+    With ``z_loss``: a row of `z_rows` (where the z-loss term outweighs the
+    row's cross-entropy mass, see :func:`z_loss_rows`) whose ``lse = m + log S``
+    (`shift` holds m) lies within 1 of 0 takes the same float64 sum: there
+    ``lse`` cancels, and the float32 sum's error (~1e-7 of S) would be 2e-6 of
+    ``z_loss * lse**2`` at ``lse = 0.1``.
     """
     np.exp(gb, out=gb)
     row_sum = _row_sums(gb).astype(np.float64)
     if all_masked.any():
         row_sum = np.where(all_masked, 1.0, row_sum)
     log_sum = np.log(row_sum)
-    confident = np.flatnonzero((row_sum < 2.0) & ~all_masked)
+    refine = row_sum < 2.0
+    if z_rows is not None:
+        refine |= z_rows & (np.abs(shift + log_sum) < 1.0)
+    confident = np.flatnonzero(refine & ~all_masked)
     if confident.size:
         rows = gb[confident]
         ones = rows == 1
@@ -132,6 +141,16 @@ class SoftmaxOptions:
     targets: np.ndarray | None = None  # (N, V) probability targets
 
 
+def z_loss_rows(ce_mass, kept, z_loss: float):
+    """Rows whose z-loss term may outweigh their cross-entropy: mass (the coefficient of log S) below z_loss.
+
+    Elsewhere the row's loss is at least ~0.7 times its mass (S >= 2) and the
+    error of log S reaches ``z_loss * lse**2`` at most in the same proportion, so
+    the float32 sum suffices; here ``lse`` near 0 needs the float64 one.
+    """
+    return (kept & (ce_mass < z_loss)) if z_loss else None
+
+
 def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     """Loss and gradient of rows [lo, hi) with integer targets (see the package docs for the formula)."""
     xb, gb = x[lo:hi], grad[lo:hi]
@@ -146,12 +165,13 @@ def softmax_int_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
         raise_dead_row(lo + int(np.argmax(all_masked & kept)))
     if eps:
         smooth_dot = shifted_dots(xb, shift, w, eps / num_classes)  # (eps/V) sum_c w_c (x_c - m)
-    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
-        np.subtract(xb, shift.astype(xb.dtype)[:, None], out=gb)
-    row_sum, log_sum = exp_rows(gb, all_masked)
-
     w_target = (w[labels].astype(np.float64) if w is not None else np.ones(n)) * kept
     target_coef = (1 - eps) * w_target  # 0 on ignored rows
+    z_rows = z_loss_rows(target_coef + eps / num_classes * opt.weight_total, kept, opt.z_loss)
+    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
+        np.subtract(xb, shift.astype(xb.dtype)[:, None], out=gb)
+    row_sum, log_sum = exp_rows(gb, all_masked, shift, z_rows)
+
     # -log p_y = log S - (x_y - m): +inf for a masked target, which a zero coefficient turns into 0.
     loss = times(target_coef, log_sum - (target_logit - shift))
     p_coef = target_coef  # multiplies p_j in the gradient
@@ -190,12 +210,12 @@ def softmax_prob_block(x, grad, lo, hi, opt: SoftmaxOptions, row_loss):
     dot = shifted_dots(xb, shift, wq, 1 - eps) if eps < 1 else 0.0
     if eps:
         dot = dot + shifted_dots(xb, shift, w, eps / num_classes)
-    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
-        np.subtract(xb, shift.astype(xb.dtype)[:, None], out=gb)
-    row_sum, log_sum = exp_rows(gb, all_masked)
-
     # loss_i = sum_c w_c q'_c (log S_i - (x_c - m_i)) = A_i log S_i - B_i
     mass = (1 - eps) * wq_total + (eps / num_classes * opt.weight_total if eps else 0.0)
+    with np.errstate(over="ignore"):  # x - m below the float range is -inf: exp gives its 0 exactly
+        np.subtract(xb, shift.astype(xb.dtype)[:, None], out=gb)
+    row_sum, log_sum = exp_rows(gb, all_masked, shift, z_loss_rows(mass, True, opt.z_loss))
+
     loss = mass * log_sum - dot
     p_coef = mass
     if opt.z_loss:

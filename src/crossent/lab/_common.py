@@ -19,13 +19,32 @@ class Context:
 
     `map` is ``map(function, items) -> list``; the report passes a process-pool
     map for ``--jobs N``.  Each item carries its own seed, so the results do not
-    depend on which process ran it.
+    depend on which process ran it.  `runs` keeps the networks trained so far
+    (by their spec), so that an experiment can reuse another's networks.
     """
 
     out_dir: Path
     quick: bool = False
     seed: int = 0
     map: Callable = field(default=lambda function, items: [function(item) for item in items])
+    runs: dict = field(default_factory=dict)
+    jobs: int = 1  # processes behind `map`: the networks of an experiment are cut into this many stacks
+    lang: str = "en"
+    figure_lang: str = "en"  # English where no CJK font was found for a Chinese report
+
+    @property
+    def t(self):
+        """The page's words: ``ctx.t(key, **values)`` (:class:`~crossent.lab.strings.Strings`)."""
+        from .strings import Strings
+
+        return Strings(self.lang)
+
+    @property
+    def tf(self):
+        """The figures' words (the page's language, or English without a CJK font)."""
+        from .strings import Strings
+
+        return Strings(self.figure_lang)
 
 
 def tidy(value):
@@ -55,10 +74,10 @@ def tidy(value):
     return value
 
 
-def fmt(value, digits=3):
-    """A number for a sentence: `digits` significant digits (``"never"`` for None)."""
+def fmt(value, digits=3, never="never"):
+    """A number for a sentence: `digits` significant digits (`never` for None)."""
     if value is None:
-        return "never"
+        return never
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return str(int(value))
     return f"{float(value):.{digits}g}"

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import losses, measures
 from ._common import fmt, pct, section, table
-from .figures import COLORS, LOSS_LABELS, new_figure, save
+from .figures import COLORS, new_figure, save
 from .models import NEURON_LOSSES, Neuron, neuron_loss_and_grad_z
 
 #: the saturated-neuron set-up of experiment 3 (Nielsen's example, the article's argument)
@@ -22,30 +22,31 @@ def sigmoid_and_derivative(ctx):
     z = np.linspace(-10.0, 10.0, 401)
     s, d = losses.sigmoid(z), losses.sigmoid_derivative(z)
     points = np.array([-10.0, -5.0, -2.0, 0.0, 2.0, 5.0, 10.0])
-    fig, ax = new_figure(width=7.5, height=3.6)
+    t, tf = ctx.t, ctx.tf
+    fig, ax = new_figure(width=7.5, height=3.6, layout=dict(left=0.075, right=0.99, bottom=0.135, top=0.93))
     ax.plot(z, s, color="#1f77b4", label="σ(z)")
     ax.plot(z, d, color="#d62728", label="σ′(z) = σ(z)(1 − σ(z))")
     ax.plot(points, losses.sigmoid_derivative(points), "o", color="#d62728", ms=4)
-    ax.set(xlabel="pre-activation z", ylabel="value", title="The sigmoid flattens as |z| grows")
+    ax.set(xlabel=tf("f.pre_activation"), ylabel=tf("f1.value"), title=tf("f1.title"))
     ax.legend(loc="center left")
     figure = save(fig, ctx.out_dir, "01_sigmoid")
     peak = float(d.max())
     d5, d10 = float(losses.sigmoid_derivative(5.0)), float(losses.sigmoid_derivative(10.0))
     numbers = {"derivative_peak": peak, "peak_at_z": float(z[d.argmax()]), "derivative_at_5": d5,
                "derivative_at_10": d10, "ratio_10_to_peak": d10 / peak}
-    text = (f"σ′(z) peaks at {fmt(peak)} at z = {fmt(z[d.argmax()])} and falls to {fmt(d5)} at z = 5 "
-            f"and {fmt(d10)} at z = 10, {fmt(d10 / peak)} of its peak. "
-            "Wherever a neuron's input sits far from 0 the curve is flat, and anything multiplied by σ′(z) is nearly 0.")
+    text = t("e1.text", peak=fmt(peak), at=fmt(z[d.argmax()]), d5=fmt(d5), d10=fmt(d10), ratio=fmt(d10 / peak))
     rows = [[p, float(losses.sigmoid(p)), float(losses.sigmoid_derivative(p))] for p in points]
-    return section("sigmoid", "1. The sigmoid and its derivative", figures=[figure], text=text,
-                   tables=[table("σ and σ′ at a few points", ["z", "σ(z)", "σ′(z)"], rows)],
-                   numbers=numbers, headline=f"σ′(10) = {fmt(d10)}, {fmt(d10 / peak)} of its peak σ′(0) = {fmt(peak)}.")
+    return section("sigmoid", t("e1.title"), figures=[figure], text=text,
+                   tables=[table(t("e1.table"), ["z", "σ(z)", "σ′(z)"], rows)],
+                   numbers=numbers, headline=t("e1.headline", d10=fmt(d10), ratio=fmt(d10 / peak), peak=fmt(peak)))
 
 
 def gradient_factor(ctx):
     """2. |dL/dz| under MSE and cross-entropy for y = 0 and y = 1, and their ratio."""
+    t, tf = ctx.t, ctx.tf
     z = np.linspace(-10.0, 10.0, 401)
-    fig, axes = new_figure(3, width=12.0, height=3.8)
+    fig, axes = new_figure(3, width=12.0, height=3.8,
+                           layout=dict(left=0.057, right=0.995, bottom=0.125, top=0.935, wspace=0.22))
     worst, rows = 0.0, []
     for y, ax in zip((0.0, 1.0), axes[:2]):
         grads = {loss: np.abs(neuron_loss_and_grad_z(z, y, loss)[1]) for loss in NEURON_LOSSES}
@@ -53,29 +54,26 @@ def gradient_factor(ctx):
         # the σ'(z) factor, measured: relative deviation of the ratio from the library's σ'(z)
         worst = max(worst, float(np.max(np.abs(ratio / losses.sigmoid_derivative(z) - 1.0))))
         for loss in NEURON_LOSSES:
-            ax.semilogy(z, grads[loss], color=COLORS[loss], label=LOSS_LABELS[loss])
-        ax.set(xlabel="pre-activation z", ylabel="|∂L/∂z| (loss units per unit of z)", title=f"target y = {int(y)}")
+            ax.semilogy(z, grads[loss], color=COLORS[loss], label=tf(f"loss.{loss}"))
+        ax.set(xlabel=tf("f.pre_activation"), ylabel=tf("f2.grad_label"), title=tf("f2.target", y=int(y)))
         ax.legend(loc="lower center" if y == 0 else "lower center")
         axes[2].semilogy(z, ratio, color="#555555" if y == 0 else "#bbbbbb",
-                         ls="-" if y == 0 else "--", lw=3 if y == 0 else 1.5, label=f"MSE / CE ratio, y = {int(y)}")
+                         ls="-" if y == 0 else "--", lw=3 if y == 0 else 1.5, label=tf("f2.ratio_label", y=int(y)))
         for p in (-5.0, 0.0, 5.0):
             g_mse = float(np.abs(neuron_loss_and_grad_z(p, y, "mse")[1]))
             g_ce = float(np.abs(neuron_loss_and_grad_z(p, y, "cross_entropy")[1]))
             rows.append([y, p, g_ce, g_mse, g_mse / g_ce, float(losses.sigmoid_derivative(p))])
     axes[2].semilogy(z, losses.sigmoid_derivative(z), ":", color="#d62728", lw=2, label="σ′(z)")
-    axes[2].set(xlabel="pre-activation z", ylabel="ratio", title="the ratio is σ′(z)")
+    axes[2].set(xlabel=tf("f.pre_activation"), ylabel=tf("f2.ratio"), title=tf("f2.ratio_title"))
     axes[2].legend(loc="lower center")
     figure = save(fig, ctx.out_dir, "02_gradient_factor")
     wrong = [r for r in rows if r[0] == 0.0 and r[1] == 5.0][0]
     numbers = {"max_relative_deviation_of_ratio_from_sigmoid_derivative": worst,
                "y0_z5_ce_gradient": wrong[2], "y0_z5_mse_gradient": wrong[3], "y0_z5_ratio": wrong[4]}
-    text = (f"For y = 0 and z = 5 (a confident, wrong output) cross-entropy pushes with |∂L/∂z| = {fmt(wrong[2])}, "
-            f"MSE with only {fmt(wrong[3])}. Over the whole grid the MSE/CE ratio equals the library's σ′(z) "
-            f"to a relative {fmt(worst, 2)}: the only difference between the two gradients is the σ′(z) factor.")
-    return section("gradient_factor", "2. Where the gradient goes", figures=[figure], text=text,
-                   tables=[table("|∂L/∂z| at a few points", ["y", "z", "CE", "MSE", "MSE / CE", "σ′(z)"], rows)],
-                   numbers=numbers,
-                   headline=f"At z = 5, y = 0 the MSE gradient is {fmt(wrong[4])} × the CE one (= σ′(5)).")
+    text = t("e2.text", ce=fmt(wrong[2]), mse=fmt(wrong[3]), worst=fmt(worst, 2))
+    return section("gradient_factor", t("e2.title"), figures=[figure], text=text,
+                   tables=[table(t("e2.table"), ["y", "z", "CE", "MSE", "MSE / CE", "σ′(z)"], rows)],
+                   numbers=numbers, headline=t("e2.headline", ratio=fmt(wrong[4])))
 
 
 def train_neuron(w, b, loss, setup=SATURATED):
@@ -91,12 +89,14 @@ def _steps_until(values, threshold):
 
 def saturated_neuron(ctx):
     """3. x = 1, y = 0 from (0.6, 0.9) and (2, 2): output and loss against the step for both losses."""
-    fig, axes = new_figure(2, width=11.0, height=3.8)
+    t, tf = ctx.t, ctx.tf
+    fig, axes = new_figure(2, width=11.0, height=3.8,
+                           layout=dict(left=0.052, right=0.995, bottom=0.125, top=0.88, wspace=0.155))
     numbers, rows = {}, []
     for (w, b), style in zip(SATURATED["starts"], ("-", "--")):
         for loss in NEURON_LOSSES:
             h = train_neuron(w, b, loss)
-            label = f"{LOSS_LABELS[loss]}, start ({w:g}, {b:g})"
+            label = tf("f3.label", loss=tf(f"loss.{loss}"), w=f"{w:g}", b=f"{b:g}")
             axes[0].plot(h["a"], style, color=COLORS[loss], label=label)
             axes[1].plot(h["loss"], style, color=COLORS[loss], label=label)
             z0 = w * SATURATED["x"] + b
@@ -104,34 +104,31 @@ def saturated_neuron(ctx):
             numbers[key] = {"z0": z0, "a0": h["a"][0], "initial_grad_b": h["grad_b"][0],
                             "steps_to_a_below_half": _steps_until(h["a"], 0.5),
                             "final_a": h["a"][-1], "final_loss": h["loss"][-1]}
-            rows.append([f"({w:g}, {b:g})", LOSS_LABELS[loss], h["a"][0], h["grad_b"][0],
+            rows.append([f"({w:g}, {b:g})", t(f"loss.{loss}"), h["a"][0], h["grad_b"][0],
                          numbers[key]["steps_to_a_below_half"] if numbers[key]["steps_to_a_below_half"] is not None
-                         else "never", h["a"][-1], h["loss"][-1]])
+                         else t("word.never"), h["a"][-1], h["loss"][-1]])
         ratio = numbers[f"mse_from_{w:g}_{b:g}"]["initial_grad_b"] / numbers[f"cross_entropy_from_{w:g}_{b:g}"]["initial_grad_b"]
         numbers[f"initial_gradient_ratio_from_{w:g}_{b:g}"] = ratio
         numbers[f"sigmoid_derivative_at_start_{w:g}_{b:g}"] = float(losses.sigmoid_derivative(z0))
     axes[0].axhline(0.5, color="#999999", lw=0.8)
-    axes[0].set(xlabel="gradient-descent step", ylabel="output a = σ(wx + b)", title="output (target y = 0)")
-    axes[1].set(xlabel="gradient-descent step", ylabel="loss: ½(a − y)² or CE in nats",
-                title="loss (log scale; the two losses differ in scale,\ncompare each curve's shape, not their levels)",
-                yscale="log")
+    axes[0].set(xlabel=tf("f3.step"), ylabel=tf("f3.output"), title=tf("f3.output_title"))
+    axes[1].set(xlabel=tf("f3.step"), ylabel=tf("f3.loss"), title=tf("f3.loss_title"), yscale="log")
     axes[0].legend(fontsize=8)
     axes[1].legend(fontsize=7, loc="lower left")
     figure = save(fig, ctx.out_dir, "03_saturated_neuron")
     hard_mse, hard_ce = numbers["mse_from_2_2"], numbers["cross_entropy_from_2_2"]
-    text = (f"From (2, 2) the output starts at a = {fmt(hard_ce['a0'])}. Cross-entropy brings it below 0.5 in "
-            f"{fmt(hard_ce['steps_to_a_below_half'])} steps; MSE, whose first gradient is only "
-            f"{fmt(numbers['initial_gradient_ratio_from_2_2'])} × as large (σ′(4)), takes "
-            f"{fmt(hard_mse['steps_to_a_below_half'])} steps and ends at a = {fmt(hard_mse['final_a'])} after "
-            f"{SATURATED['steps']} steps. From the milder start (0.6, 0.9) both learn, cross-entropy still faster.")
+    never = t("word.never")
+    text = t("e3.text", a0=fmt(hard_ce["a0"]), ce=fmt(hard_ce["steps_to_a_below_half"], never=never),
+             ratio=fmt(numbers["initial_gradient_ratio_from_2_2"]), mse=fmt(hard_mse["steps_to_a_below_half"], never=never),
+             final=fmt(hard_mse["final_a"]), steps=SATURATED["steps"])
     steps = hard_mse["steps_to_a_below_half"]
-    return section("saturated_neuron", "3. The saturated neuron", figures=[figure], text=text,
-                   tables=[table(f"x = 1, y = 0, η = {SATURATED['learning_rate']}, {SATURATED['steps']} steps",
-                                 ["start (w, b)", "loss", "a₀", "∂L/∂b at start", "steps to a < 0.5", "final a", "final loss"],
-                                 rows)],
+    return section("saturated_neuron", t("e3.title"), figures=[figure], text=text,
+                   tables=[table(t("e3.table", lr=SATURATED["learning_rate"], steps=SATURATED["steps"]),
+                                 [t("col.start"), t("col.loss"), "a₀", t("col.grad_b_start"), t("col.steps_below_half"),
+                                  t("col.final_a"), t("col.final_loss")], rows)],
                    numbers=numbers,
-                   headline=(f"From (2, 2): CE reaches a < 0.5 in {fmt(hard_ce['steps_to_a_below_half'])} steps, "
-                             f"MSE in {fmt(steps)}" + (" (within 300)." if steps is not None else " (not within 300).")))
+                   headline=t("e3.headline" if steps is not None else "e3.headline_never",
+                              ce=fmt(hard_ce["steps_to_a_below_half"], never=never), mse=fmt(steps, never=never)))
 
 
 def surface_curvature(w, b, x, y, loss, h=1e-4):
@@ -160,10 +157,12 @@ def surface_curvature(w, b, x, y, loss, h=1e-4):
 
 def loss_surfaces(ctx):
     """4. J(w, b) for both losses with the gradient-descent paths; flat and non-convex regions."""
+    t, tf = ctx.t, ctx.tf
     n = 81 if ctx.quick else 161
     w, b = np.meshgrid(np.linspace(-4.0, 4.0, n), np.linspace(-4.0, 4.0, n))
     x, y = SATURATED["x"], SATURATED["y"]
-    fig, axes = new_figure(2, width=11.0, height=4.6)
+    fig, axes = new_figure(2, width=11.0, height=4.6,
+                           layout=dict(left=0.05, right=0.955, bottom=0.105, top=0.9, wspace=0.2))
     numbers, rows, surfaces = {"grid_points": n * n, "grid": "w, b in [-4, 4]"}, [], {}
     for loss, ax in zip(NEURON_LOSSES, axes):
         J, grad_norm, min_eig = surface_curvature(w, b, x, y, loss)
@@ -173,7 +172,7 @@ def loss_surfaces(ctx):
         negative = min_eig < -1e-8
         plateau = (grad_norm < 1e-2) & (a > 0.5)  # flat while the output is still wrong
         cs = ax.contourf(w, b, J, levels=20, cmap="viridis")
-        fig.colorbar(cs, ax=ax, label="J (nats)" if loss == "cross_entropy" else "J = ½(a − y)²")
+        fig.colorbar(cs, ax=ax, label=tf(f"f.J_{loss}"))
         if negative.any():
             ax.contourf(w, b, negative.astype(float), levels=[0.5, 1.5], colors="none", hatches=["///"])
             ax.contour(w, b, negative.astype(float), levels=[0.5], colors="white", linewidths=1.0)
@@ -183,54 +182,49 @@ def loss_surfaces(ctx):
             ax.plot(hist["w"], hist["b"], style, color="white", lw=2)
             ax.plot(hist["w"][0], hist["b"][0], "o", color="white", ms=5)
             ax.plot(hist["w"][-1], hist["b"][-1], "x", color="#ff4444", ms=7, mew=2)
-        title = ("cross-entropy: convex" if not negative.any()
-                 else "MSE: hatched = negative curvature,\nbeyond the red line = plateau")
-        ax.set(xlabel="weight w", ylabel="bias b", title=title)
+        title = tf("f4.convex") if not negative.any() else tf("f4.nonconvex")
+        ax.set(xlabel=tf("f.weight_w"), ylabel=tf("f.bias_b"), title=title)
         ax.grid(False)
         numbers[loss] = {"min_hessian_eigenvalue": float(min_eig.min()), "negative_curvature_fraction": float(negative.mean()),
                          "plateau_fraction": float(plateau.mean()), "max_J": float(J.max())}
-        rows.append([LOSS_LABELS[loss], float(min_eig.min()), float(negative.mean()), float(plateau.mean())])
+        rows.append([t(f"loss.{loss}"), float(min_eig.min()), float(negative.mean()), float(plateau.mean())])
     figure = save(fig, ctx.out_dir, "04_loss_surfaces")
     figure_3d = _surfaces_3d(ctx, w, b, surfaces)
     mse, ce = numbers["mse"], numbers["cross_entropy"]
-    text = (f"With x = 1 the loss depends on w + b only, so the contours are diagonal and the paths (white; o start, "
-            f"x after {SATURATED['steps']} steps) run across them. The smallest Hessian eigenvalue of the cross-entropy "
-            f"surface is {fmt(ce['min_hessian_eigenvalue'], 2)} (convex, up to rounding), while the MSE surface curves "
-            f"downwards on {pct(mse['negative_curvature_fraction'])} of the grid (eigenvalue down to "
-            f"{fmt(mse['min_hessian_eigenvalue'])}) and is a plateau (|∇J| < 0.01 with a > 0.5) on "
-            f"{pct(mse['plateau_fraction'])} of it, against {pct(ce['plateau_fraction'])} for cross-entropy. "
-            f"In 3-D, as in the article, the MSE surface levels off at ½ where the neuron is saturated and wrong, "
-            f"while the cross-entropy surface keeps rising like w + b, so its slope never fades.")
-    return section("loss_surfaces", "4. Loss surfaces", figures=[figure, figure_3d], text=text,
-                   tables=[table(f"{n}×{n} grid over w, b ∈ [−4, 4] (x = 1, y = 0)",
-                                 ["loss", "smallest Hessian eigenvalue", "negative-curvature fraction", "plateau fraction"],
-                                 rows)],
+    text = t("e4.text", steps=SATURATED["steps"], ce_eig=fmt(ce["min_hessian_eigenvalue"], 2),
+             neg=pct(mse["negative_curvature_fraction"]), mse_eig=fmt(mse["min_hessian_eigenvalue"]),
+             plateau=pct(mse["plateau_fraction"]), ce_plateau=pct(ce["plateau_fraction"]))
+    return section("loss_surfaces", t("e4.title"), figures=[figure, figure_3d], text=text,
+                   tables=[table(t("e4.table", n=n), [t("col.loss"), t("col.min_eigenvalue"), t("col.negative_fraction"),
+                                                      t("col.plateau_fraction")], rows)],
                    numbers=numbers,
-                   headline=(f"CE surface convex (min eigenvalue {fmt(ce['min_hessian_eigenvalue'], 2)}); MSE has negative "
-                             f"curvature on {pct(mse['negative_curvature_fraction'])} and a plateau on "
-                             f"{pct(mse['plateau_fraction'])} of the grid."))
+                   headline=t("e4.headline", ce_eig=fmt(ce["min_hessian_eigenvalue"], 2),
+                              neg=pct(mse["negative_curvature_fraction"]), plateau=pct(mse["plateau_fraction"])))
 
 
 def _surfaces_3d(ctx, w, b, surfaces):
     """The article's picture: each surface J(w, b) in 3-D with its descent paths (``surfaces[loss] = (J, paths)``) on it."""
-    fig, axes = new_figure(2, width=11.0, height=4.8, subplot_kw={"projection": "3d"})
+    tf = ctx.tf
+    fig, axes = new_figure(2, width=11.0, height=4.8, subplot_kw={"projection": "3d"},
+                           layout=dict(left=0.044, right=0.956, bottom=0.01, top=0.95, wspace=0.22))
     stride = max(1, w.shape[0] // 40)
     for (loss, (J, paths)), ax in zip(surfaces.items(), axes):
         ax.plot_surface(w, b, J, rstride=stride, cstride=stride, cmap="viridis", linewidth=0, alpha=0.75)
         for hist, style in zip(paths, ("-", "--")):
             ax.plot(hist["w"], hist["b"], hist["loss"], style, color="#ff4444", lw=2, zorder=5)
             ax.scatter([hist["w"][0]], [hist["b"][0]], [hist["loss"][0]], color="#ff4444", s=20, depthshade=False)
-        unit = "J (nats)" if loss == "cross_entropy" else "J = ½(a − y)²"
-        ax.set(xlabel="weight w", ylabel="bias b", zlabel=unit, title=LOSS_LABELS[loss])
+        ax.set(xlabel=tf("f.weight_w"), ylabel=tf("f.bias_b"), zlabel=tf(f"f.J_{loss}"), title=tf(f"loss.{loss}"))
         ax.view_init(elev=28, azim=-125)
     return save(fig, ctx.out_dir, "04b_loss_surfaces_3d")
 
 
 def one_parameter(ctx):
     """5. J(w) with b fixed and the article's red dots: successive updates w <- w - eta dJ/dw."""
+    t, tf = ctx.t, ctx.tf
     x, y, b, w0, eta, steps = 1.0, 0.0, 0.0, 4.0, 1.0, 10
     grid = np.linspace(-6.0, 6.0, 400)
-    fig, axes = new_figure(2, width=11.0, height=3.8)
+    fig, axes = new_figure(2, width=11.0, height=3.8,
+                           layout=dict(left=0.052, right=0.995, bottom=0.125, top=0.935, wspace=0.1))
     numbers, rows = {"b": b, "w0": w0, "learning_rate": eta, "steps": steps}, []
     for loss, ax in zip(NEURON_LOSSES, axes):
         ax.plot(grid, neuron_loss_and_grad_z(grid * x + b, y, loss)[0], color=COLORS[loss], label=f"J(w), b = {b:g}")
@@ -241,51 +235,52 @@ def one_parameter(ctx):
             h.w = ws[-1]
         ws = np.array(ws)
         Js = neuron_loss_and_grad_z(ws * x + b, y, loss)[0]
-        ax.plot(ws, Js, "o", color="#e41a1c", ms=6, label=f"{steps} updates, η = {eta:g}")
-        ax.set(xlabel="weight w", ylabel="J (nats)" if loss == "cross_entropy" else "J = ½(a − y)²",
-               title=LOSS_LABELS[loss])
+        ax.plot(ws, Js, "o", color="#e41a1c", ms=6, label=tf("f5.updates", steps=steps, eta=f"{eta:g}"))
+        ax.set(xlabel=tf("f.weight_w"), ylabel=tf(f"f.J_{loss}"), title=tf(f"loss.{loss}"))
         ax.legend(loc="upper left")
         numbers[loss] = {"first_step": float(ws[0] - ws[1]), "total_moved": float(ws[0] - ws[-1]),
                          "final_w": float(ws[-1]), "J_start": float(Js[0]), "J_end": float(Js[-1])}
-        rows.append([LOSS_LABELS[loss], float(ws[0] - ws[1]), float(ws[0] - ws[-1]), float(Js[0]), float(Js[-1])])
+        rows.append([t(f"loss.{loss}"), float(ws[0] - ws[1]), float(ws[0] - ws[-1]), float(Js[0]), float(Js[-1])])
     figure = save(fig, ctx.out_dir, "05_one_parameter")
     mse, ce = numbers["mse"], numbers["cross_entropy"]
     numbers["first_step_ratio"] = mse["first_step"] / ce["first_step"]
-    text = (f"Starting at w = {w0:g} (b = {b:g}, y = 0) with η = {eta:g}, the red dots of cross-entropy move "
-            f"{fmt(ce['total_moved'])} in w in {steps} steps and the loss falls from {fmt(ce['J_start'])} to "
-            f"{fmt(ce['J_end'])} nats; the MSE dots move {fmt(mse['total_moved'])} and pile up on the flat shoulder. "
-            f"The first MSE step is {fmt(numbers['first_step_ratio'])} × the first CE step.")
-    return section("one_parameter", "5. One parameter, one step at a time", figures=[figure], text=text,
-                   tables=[table("updates w ← w − η dJ/dw", ["loss", "first step", f"moved in {steps} steps", "J start", "J end"], rows)],
+    text = t("e5.text", w0=f"{w0:g}", b=f"{b:g}", eta=f"{eta:g}", moved=fmt(ce["total_moved"]), steps=steps,
+             J0=fmt(ce["J_start"]), J1=fmt(ce["J_end"]), mse=fmt(mse["total_moved"]), ratio=fmt(numbers["first_step_ratio"]))
+    return section("one_parameter", t("e5.title"), figures=[figure], text=text,
+                   tables=[table(t("e5.table"), [t("col.loss"), t("col.first_step"), t("col.moved", steps=steps),
+                                                 t("col.J_start"), t("col.J_end")], rows)],
                    numbers=numbers,
-                   headline=f"In {steps} steps CE moves w by {fmt(ce['total_moved'])}, MSE by {fmt(mse['total_moved'])}.")
+                   headline=t("e5.headline", steps=steps, ce=fmt(ce["total_moved"]), mse=fmt(mse["total_moved"])))
 
 
 def information_measures(ctx):
     """6. Self-information, binary entropy (bits), asymmetry of cross-entropy and KL, H(p,q) = H(p) + KL."""
+    t, tf = ctx.t, ctx.tf
     probs = np.logspace(-4, 0, 300)
     events = {"exam cancelled": 0.01, "exam as usual": 0.99}
     p = np.array([0.5, 0.25, 0.125, 0.125])
     q = np.array([0.05, 0.15, 0.4, 0.4])
-    fig, axes = new_figure(3, width=13.0, height=3.8)
+    fig, axes = new_figure(3, width=13.0, height=3.8,
+                           layout=dict(left=0.04, right=0.995, bottom=0.135, top=0.88, wspace=0.16))
     axes[0].semilogx(probs, measures.self_information(probs, base=2), color="#1f77b4")
     for name, pe in events.items():
         info = float(measures.self_information(pe, base=2))
         axes[0].plot(pe, info, "o", color="#d62728")
-        axes[0].annotate(f"{name}\np = {pe:g}: {info:.3g} bits", (pe, info), textcoords="offset points",
+        axes[0].annotate(tf("f6.event", name=tf(f"f6.{name.replace(' ', '_')}"), p=f"{pe:g}", bits=f"{info:.3g}"),
+                         (pe, info), textcoords="offset points",
                          xytext=(8, 6) if pe < 0.5 else (-150, 4), fontsize=8)
-    axes[0].set(xlabel="probability p of the event", ylabel="self-information −log₂ p (bits)", title="rare news needs more checking")
+    axes[0].set(xlabel=tf("f6.probability"), ylabel=tf("f6.self_information"), title=tf("f6.rare"))
     grid = np.linspace(0.0, 1.0, 201)
     binary = measures.entropy(np.stack([grid, 1.0 - grid], axis=-1), base=2)
     axes[1].plot(grid, binary, color="#1f77b4")
-    axes[1].set(xlabel="P(heads)", ylabel="entropy H (bits)", title="binary entropy")
+    axes[1].set(xlabel=tf("f6.heads"), ylabel=tf("f6.entropy"), title=tf("f6.binary_entropy"))
     H = {"H(p)": measures.entropy(p, base=2), "H(q)": measures.entropy(q, base=2),
          "H(p, q)": measures.cross_entropy(p, q, base=2), "H(q, p)": measures.cross_entropy(q, p, base=2),
          "KL(p‖q)": measures.kl_divergence(p, q, base=2), "KL(q‖p)": measures.kl_divergence(q, p, base=2),
          "JS(p, q)": measures.js_divergence(p, q, base=2)}
     H = {key: float(value) for key, value in H.items()}
     axes[2].bar(list(H), list(H.values()), color=["#888888", "#888888", "#1f77b4", "#1f77b4", "#d62728", "#d62728", "#2ca02c"])
-    axes[2].set(ylabel="bits", title=f"p = {p.tolist()}\nq = {q.tolist()}")
+    axes[2].set(ylabel=tf("f6.bits"), title=f"p = {p.tolist()}\nq = {q.tolist()}")
     axes[2].tick_params(axis="x", rotation=45, labelsize=8)
     figure = save(fig, ctx.out_dir, "06_information")
     residual_pq = H["H(p, q)"] - (H["H(p)"] + H["KL(p‖q)"])
@@ -294,18 +289,16 @@ def information_measures(ctx):
                "binary_entropy_max_bits": float(binary.max()), "binary_entropy_argmax": float(grid[binary.argmax()]),
                "p": p, "q": q, "measures_bits": H,
                "identity_residual_pq": residual_pq, "identity_residual_qp": residual_qp}
-    text = (f"\"Exams cancelled this year\" (p = 0.01) carries {fmt(numbers['self_information_bits']['exam cancelled'])} bits, "
-            f"\"exams as usual\" (p = 0.99) only {fmt(numbers['self_information_bits']['exam as usual'])}; a coin is most "
-            f"uncertain at P(heads) = {fmt(numbers['binary_entropy_argmax'])} with {fmt(numbers['binary_entropy_max_bits'])} bit. "
-            f"Cross-entropy and KL are not symmetric: H(p, q) = {fmt(H['H(p, q)'])} but H(q, p) = {fmt(H['H(q, p)'])} bits, "
-            f"and H(p, q) − H(p) − KL(p‖q) = {fmt(residual_pq, 2)} (the identity to rounding).")
+    bits = numbers["self_information_bits"]
+    text = t("e6.text", cancelled=fmt(bits["exam cancelled"]), usual=fmt(bits["exam as usual"]),
+             argmax=fmt(numbers["binary_entropy_argmax"]), max=fmt(numbers["binary_entropy_max_bits"]),
+             pq=fmt(H["H(p, q)"]), qp=fmt(H["H(q, p)"]), residual=fmt(residual_pq, 2))
     rows = [[key, value] for key, value in H.items()]
     rows += [["H(p, q) − H(p) − KL(p‖q)", residual_pq], ["H(q, p) − H(q) − KL(q‖p)", residual_qp]]
-    return section("information", "6. Information measures", figures=[figure], text=text,
-                   tables=[table("two 4-outcome distributions (bits)", ["quantity", "bits"], rows)],
+    return section("information", t("e6.title"), figures=[figure], text=text,
+                   tables=[table(t("e6.table"), [t("col.quantity"), t("col.bits")], rows)],
                    numbers=numbers,
-                   headline=(f"H(p, q) = {fmt(H['H(p, q)'])} ≠ H(q, p) = {fmt(H['H(q, p)'])} bits; identity residual "
-                             f"{fmt(residual_pq, 2)}."))
+                   headline=t("e6.headline", pq=fmt(H["H(p, q)"]), qp=fmt(H["H(q, p)"]), residual=fmt(residual_pq, 2)))
 
 
 EXPERIMENTS = [sigmoid_and_derivative, gradient_factor, saturated_neuron, loss_surfaces, one_parameter, information_measures]

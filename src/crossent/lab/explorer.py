@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import webbrowser
@@ -32,6 +33,7 @@ GLOSSARY = Path(__file__).parent / "i18n" / "glossary.json"
 DEFAULT_OUT = "crossent-explorer"
 DEFAULT_VECTORS = Path("tests") / "js" / "vectors.json"
 ENTRY = "main.js"
+TITLE = "<title>crossent explorer</title>"  # in page.html's head: marks an index.html that explore may replace
 LOGIT_DIGITS = 7  # significant digits of the exported logits: the page and the vectors both use the rounded values
 
 _IMPORT = re.compile(r'^import\s*\{([^}]*)\}\s*from\s*"\./([\w.-]+\.js)";\s*$')
@@ -130,11 +132,28 @@ def write_explorer(out=DEFAULT_OUT):
         >>> write_explorer(tempfile.mkdtemp()).name
         'index.html'
     """
+    if not str(out):
+        raise ValueError("`out` (--out): the folder for the explorer must be named (got an empty path)")
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     index = folder / "index.html"
-    index.write_text(build_page(), encoding="utf-8")
+    if index.is_file() and not _is_explorer_page(index):
+        raise ValueError(f"`out` (--out): {index} exists and is not a crossent explorer page; it is left as it is, choose "
+                         "another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    page = build_page()
+    partial = folder / f".index.html.tmp-{os.getpid()}"
+    try:
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, index)  # the page appears whole or not at all (a reload never sees half of it)
+    finally:
+        partial.unlink(missing_ok=True)
     return index
+
+
+def _is_explorer_page(path) -> bool:
+    """Whether `path` starts like a page that :func:`build_page` wrote (so it may be replaced)."""
+    with open(path, "rb") as file:
+        return TITLE.encode() in file.read(4096)
 
 
 def explore_command(args):

@@ -120,7 +120,7 @@ class Neuron:
 def _targets(labels, n_out):
     """One-hot targets (or a 0/1 column for a single output unit)."""
     if n_out == 1:
-        return labels.astype(np.float64)[:, None]
+        return labels.astype(np.float64)[..., None]
     return np.eye(n_out)[labels]
 
 
@@ -135,12 +135,13 @@ def head_loss_and_grad(z, labels, head):
         L_{\mathrm{MSE}} = \tfrac12\sum_k (a_k - t_k)^2, \qquad
         \frac{\partial L}{\partial z} = J_f(z)^\top (a - t)
 
-    (library MSE with ``reduction="sum"``, halved, then the chain rule through
-    :math:`f`: :math:`\sigma'(z)` elementwise, the softmax Jacobian, or 1).  The
+    (library MSE per element, halved, then the chain rule through :math:`f`:
+    :math:`\sigma'(z)` elementwise, the softmax Jacobian, or 1).  The
     cross-entropy heads are the library's softmax cross-entropy and the
     per-unit sigmoid binary cross-entropy summed over units, whose gradients
     are :math:`a - t` with no activation derivative.  All heads average over the
-    `n` examples.
+    `n` examples.  `z` is ``(..., n, C)`` and `labels` ``(..., n)``: leading axes
+    are independent models (the loss then has shape ``(...)``).
 
     Examples:
         >>> z = np.array([[0.0, 0.0]]); labels = np.array([1])
@@ -150,37 +151,38 @@ def head_loss_and_grad(z, labels, head):
         >>> head_loss_and_grad(z, labels, "sigmoid_mse")[1].tolist()  # (a - t) * 1/4
         [[0.125, -0.125]]
     """
-    n, n_out = z.shape
+    n, n_out = z.shape[-2:]
     if head == "softmax_ce":
         # backend="reference": the float64 NumPy reference (deterministic and
         # safe inside a fork()ed process pool; batches here are tiny anyway).
         if n_out == 1:
             raise ValueError("`head`='softmax_ce' needs at least 2 output units.")
-        return losses.softmax_cross_entropy_with_grad(z, labels, reduction="mean", backend="reference")
+        loss, grad = losses.softmax_cross_entropy_with_grad(z, labels, reduction="none", backend="reference")
+        return loss.mean(axis=-1), grad / n
     targets = _targets(labels, n_out)
     if head == "sigmoid_bce":
-        loss, grad = losses.sigmoid_binary_cross_entropy_with_grad(z, targets, reduction="sum")
-        return loss / n, grad / n
+        loss, grad = losses.sigmoid_binary_cross_entropy_with_grad(z, targets, reduction="none")
+        return loss.sum(axis=-1).mean(axis=-1), grad / n
     if head == "sigmoid_mse":
         a = losses.sigmoid(z)
     elif head == "softmax_mse":
         a = losses.softmax(z, axis=-1)
     else:
         a = z
-    loss, grad_a = losses.mean_squared_error_with_grad(a, targets, reduction="sum")
-    loss, grad_a = 0.5 * loss / n, 0.5 * grad_a / n
+    loss, grad_a = losses.mean_squared_error_with_grad(a, targets, reduction="none")
+    loss, grad_a = 0.5 * loss.sum(axis=-1).mean(axis=-1), 0.5 * grad_a / n
     if head == "sigmoid_mse":
         return loss, grad_a * losses.sigmoid_derivative(z)
     if head == "softmax_mse":
         # softmax Jacobian-vector product: da_k/dz_j = a_k([k=j] - a_j)
-        return loss, a * (grad_a - np.sum(grad_a * a, axis=1, keepdims=True))
+        return loss, a * (grad_a - np.sum(grad_a * a, axis=-1, keepdims=True))
     return loss, grad_a
 
 
 def head_probabilities(z, head):
     """Class probabilities read from the head's outputs (for accuracy, NLL and ECE).
 
-    Softmax heads: the softmax.  Sigmoid heads: the sigmoids normalised to sum
+    `z` is ``(..., n, C)``.  Softmax heads: the softmax.  Sigmoid heads: the sigmoids normalised to sum
     to 1 (one unit: ``[1-a, a]``).  The linear head: outputs clipped to
     ``[1e-6, 1]`` and normalised -- MSE heads are not trained to give
     probabilities, which is what the calibration numbers show.
@@ -188,11 +190,11 @@ def head_probabilities(z, head):
     if head.startswith("softmax"):
         return losses.softmax(z, axis=-1)
     a = losses.sigmoid(z) if head.startswith("sigmoid") else z
-    if a.shape[1] == 1:
+    if a.shape[-1] == 1:
         a = np.clip(a, 0.0, 1.0)
-        a = np.hstack([1.0 - a, a])
+        a = np.concatenate([1.0 - a, a], axis=-1)
     a = np.clip(a, 1e-6, 1.0)
-    return a / a.sum(axis=1, keepdims=True)
+    return a / a.sum(axis=-1, keepdims=True)
 
 
 def expected_calibration_error(probs, labels, *, bins=15):
@@ -217,6 +219,34 @@ def expected_calibration_error(probs, labels, *, bins=15):
     accuracy = np.where(filled, acc_sum / np.maximum(count, 1), np.nan)
     ece = float(np.sum(np.abs(acc_sum - conf_sum)) / len(labels))
     return ece, {"edges": edges, "count": count, "confidence": mean_conf, "accuracy": accuracy}
+
+
+def activate(hidden, z):
+    """The hidden activation `hidden` of the pre-activations `z`."""
+    if hidden == "sigmoid":
+        return losses.sigmoid(z)
+    if hidden == "tanh":
+        return np.tanh(z)
+    return np.maximum(z, 0.0)
+
+
+def activation_derivative(hidden, z, a):
+    r"""Its derivative at `z`; ``a`` is the activation there, which the sigmoid's and tanh's derivatives reuse.
+
+    Sigmoid: :math:`\sigma'(z) = \sigma(z)\,\sigma(-z)`, the formula of the library's
+    ``sigmoid_derivative`` (stable: no ``1 - sigma(z)``), with :math:`\sigma(z) = a`
+    from the forward pass: the same bits with one sigmoid fewer.
+
+    Examples:
+        >>> z = np.array([-40.0, 0.0, 3.0])
+        >>> bool(np.array_equal(activation_derivative("sigmoid", z, losses.sigmoid(z)), losses.sigmoid_derivative(z)))
+        True
+    """
+    if hidden == "sigmoid":
+        return a * losses.sigmoid(-z)
+    if hidden == "tanh":
+        return 1.0 - a * a
+    return (z > 0).astype(np.float64)
 
 
 class MLP:
@@ -257,18 +287,7 @@ class MLP:
                 self.biases.append(np.zeros(fan_out))
 
     def _activate(self, z):
-        if self.hidden == "sigmoid":
-            return losses.sigmoid(z)
-        if self.hidden == "tanh":
-            return np.tanh(z)
-        return np.maximum(z, 0.0)
-
-    def _activation_derivative(self, z, a):
-        if self.hidden == "sigmoid":
-            return losses.sigmoid_derivative(z)
-        if self.hidden == "tanh":
-            return 1.0 - a * a
-        return (z > 0).astype(np.float64)
+        return activate(self.hidden, z)
 
     def logits(self, X):
         """Output pre-activations for inputs `X` (n, sizes[0])."""
@@ -286,24 +305,18 @@ class MLP:
         return zs
 
     def sgd_step(self, X, labels, learning_rate):
-        """One gradient step on the batch; returns the batch loss, or None if the logits blew up."""
-        zs, acts = [], [X]
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected below
-            for W, b in zip(self.weights[:-1], self.biases[:-1]):
-                zs.append(acts[-1] @ W + b)
-                acts.append(self._activate(zs[-1]))
-            z_out = acts[-1] @ self.weights[-1] + self.biases[-1]
-        if not np.all(np.abs(z_out) < 1e8):
+        """One gradient step on the batch; returns the batch loss, or None if the logits blew up.
+
+        The step is :meth:`MLPStack.sgd_step <crossent.lab.stack.MLPStack.sgd_step>` on a stack of one.
+        """
+        from .stack import MLPStack
+
+        stack = MLPStack([self])
+        loss, finite = stack.sgd_step(X[None], labels[None], np.array([float(learning_rate)]), np.array([True]))
+        if not finite[0]:
             return None
-        loss, delta = head_loss_and_grad(z_out, labels, self.head)
-        for layer in range(len(self.weights) - 1, -1, -1):
-            grad_W = acts[layer].T @ delta
-            grad_b = delta.sum(axis=0)
-            if layer > 0:
-                delta = (delta @ self.weights[layer].T) * self._activation_derivative(zs[layer - 1], acts[layer])
-            self.weights[layer] -= learning_rate * grad_W
-            self.biases[layer] -= learning_rate * grad_b
-        return float(loss)
+        self.weights, self.biases = stack.net(0).weights, stack.net(0).biases
+        return float(loss[0])
 
     def evaluate(self, X, labels):
         """Return ``(accuracy, nll_nats, ece)`` on a labelled set."""
@@ -318,24 +331,14 @@ class MLP:
     def fit(self, X, y, X_test, y_test, *, epochs, batch_size, learning_rate, seed):
         """Mini-batch SGD; per epoch record training loss and test accuracy, NLL (nats) and ECE.
 
-        Stops early (``diverged=True``) if the logits overflow.
+        Stops early (``diverged=True``) if the logits overflow.  This is
+        :meth:`MLPStack.fit <crossent.lab.stack.MLPStack.fit>` on a stack of one network.
         """
+        from .stack import MLPStack
+
         _positive(learning_rate, "learning_rate")
-        rng = np.random.default_rng(seed)
-        history = {"train_loss": [], "test_accuracy": [], "test_nll": [], "test_ece": [], "diverged": False}
-        for _ in range(int(epochs)):
-            order = rng.permutation(len(X))
-            batch_losses = []
-            for start in range(0, len(X), batch_size):
-                idx = order[start : start + batch_size]
-                loss = self.sgd_step(X[idx], y[idx], learning_rate)
-                if loss is None:
-                    history["diverged"] = True
-                    return history
-                batch_losses.append(loss)
-            accuracy, nll, ece = self.evaluate(X_test, y_test)
-            history["train_loss"].append(float(np.mean(batch_losses)))
-            history["test_accuracy"].append(accuracy)
-            history["test_nll"].append(nll)
-            history["test_ece"].append(ece)
+        stack = MLPStack([self])
+        history = stack.fit(X, y, X_test, y_test, epochs=epochs, batch_size=batch_size,
+                            learning_rates=[learning_rate], seeds=[seed])[0]
+        self.weights, self.biases = stack.net(0).weights, stack.net(0).biases
         return history

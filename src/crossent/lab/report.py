@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import html
 import json
 import multiprocessing
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 from ..kernels._pool import default_threads as available_cores
 from ._common import Context, pct
 from .explorer import write_explorer
-from .models import HEAD_LABELS
+from .strings import LANGUAGES
 
 DEFAULT_OUT = "crossent-report"
 #: the largest seed: scikit-learn's data splits take seeds in [0, 2**32 - 1]
@@ -38,22 +37,27 @@ MAX_SEED = 2**32 - 1
 
 def experiments():
     """The experiment functions in page order (imported here: matplotlib loads only when a report runs)."""
+    from .experiments_calibration import EXPERIMENTS as CALIBRATION_EXPERIMENTS
     from .experiments_network import EXPERIMENTS as NETWORK_EXPERIMENTS
     from .experiments_neuron import EXPERIMENTS as NEURON_EXPERIMENTS
 
-    return [*NEURON_EXPERIMENTS, *NETWORK_EXPERIMENTS]
+    return [*NEURON_EXPERIMENTS, *NETWORK_EXPERIMENTS, *CALIBRATION_EXPERIMENTS]
 
 
 def _versions():
-    import matplotlib
-    import numpy
-    import scipy
-    import sklearn
+    """The versions of what the report runs on, from the installed packages' metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
-    return {"crossent": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-            "scipy": scipy.__version__, "matplotlib": matplotlib.__version__, "scikit-learn": sklearn.__version__}
+    versions = {"crossent": __version__, "python": platform.python_version()}
+    for name, module in (("numpy", "numpy"), ("scipy", "scipy"), ("matplotlib", "matplotlib"),
+                         ("scikit-learn", "sklearn"), ("jinja2", "jinja2")):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:  # the lab extra is missing: say which module, as an import would
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module) from None
+    return versions
 
 
 def _pool_map(executor):
@@ -63,7 +67,7 @@ def _pool_map(executor):
     return pool_map
 
 
-def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, force=False):
+def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, force=False, lang="en"):
     """Run the experiments, write the report into the folder `out`, and return ``(results, meta)``.
 
     The report is written into a temporary folder beside `out` and renamed
@@ -79,6 +83,9 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
             :func:`available_cores`; results do not depend on it.
         progress: show a tqdm bar on stderr; None means "if stderr is a terminal".
         force: replace `out` even if it is a non-empty folder that is not a crossent report.
+        lang: the page's language, ``"en"`` or ``"zh"``; the figures' too where a CJK
+            font is found (:func:`crossent.lab.figures.cjk_font`), else their labels stay
+            in English and a one-line note goes to stderr.
 
     Raises:
         ReportPathError: `out` cannot take the report (nothing is written).
@@ -91,6 +98,8 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
         raise ValueError(f"`seed` must be an integer from 0 to {MAX_SEED}, got {seed!r}.")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"`jobs` must be a positive integer, got {jobs!r}.")
+    if lang not in LANGUAGES:
+        raise ValueError(f"`lang` must be one of {LANGUAGES}, got {lang!r}.")
     jobs = min(jobs, available_cores())
     versions = _versions()  # the lab extra's imports fail here, before anything is written
     target = check_output_folder(out, force=force)
@@ -98,19 +107,36 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
     date = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     staging, created = _make_staging(target, out)
     try:
-        sections = _run_experiments(Context(out_dir=staging, quick=bool(quick), seed=seed), jobs, progress)
-        results = {"seed": seed, "quick": bool(quick), "experiments": sections}
+        figure_lang, figure_note = _figure_language(lang)
+        ctx = Context(out_dir=staging, quick=bool(quick), seed=seed, lang=lang, figure_lang=figure_lang, jobs=jobs)
+        sections = _run_experiments(ctx, jobs, progress)
+        results = {"seed": seed, "quick": bool(quick), "lang": lang, "experiments": sections}
         (staging / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        meta = {"date": date, "seed": seed, "quick": bool(quick), "jobs": jobs,
+        meta = {"date": date, "seed": seed, "quick": bool(quick), "lang": lang, "jobs": jobs,
                 "run_time_s": round(time.perf_counter() - started, 1), "versions": versions}
         (staging / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-        (staging / "index.html").write_text(render_html(results, meta), encoding="utf-8")
+        (staging / "index.html").write_text(render_html(results, meta, lang=lang, figure_note=figure_note),
+                                            encoding="utf-8")
         write_explorer(staging / "explorer")  # the live page, linked from the report's header
         _move_into_place(staging, target, out, force)
     except BaseException:  # failed, interrupted (Ctrl-C, or SIGTERM from the command): no half-written report
         _remove_partial(staging, target.parent, created)
         raise
     return results, meta
+
+
+def _figure_language(lang):
+    """``(figure language, note for the page)``: Chinese figures need a CJK font; without one, English labels."""
+    if lang == "en":
+        return "en", ""
+    from .figures import cjk_font
+    from .strings import Strings
+
+    if cjk_font() is not None:
+        return lang, ""
+    print("crossent report: no CJK font found (Debian: apt-get install fonts-wqy-microhei); "
+          "the figure labels stay in English", file=sys.stderr)
+    return "en", Strings(lang)("page.no_cjk_font")
 
 
 def _run_experiments(ctx, jobs, progress):
@@ -131,7 +157,7 @@ def _run_experiments(ctx, jobs, progress):
         with tqdm(experiments(), desc="crossent report", unit="experiment", file=sys.stderr, disable=not show) as bar:
             for experiment in bar:
                 bar.set_postfix_str(experiment.__name__)
-                with house_style():
+                with house_style(ctx.figure_lang):
                     sections.append(experiment(ctx))
         return sections
     finally:
@@ -251,22 +277,6 @@ def _move_into_place(staging, target, out, force):
 
 # --------------------------------------------------------------------------- HTML
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1180px; margin: 0 auto;
-       padding: 0 24px 48px; color: #222; line-height: 1.5; }
-header { border-bottom: 2px solid #1f77b4; margin-bottom: 16px; }
-h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
-.meta { color: #555; font-size: 0.9em; }
-nav ol { columns: 2; font-size: 0.95em; list-style: none; padding-left: 1em; }
-figure { margin: 12px 0; position: relative; left: 50%; transform: translateX(-50%); width: min(96vw, 1560px); text-align: center; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.9em; }
-caption { text-align: left; font-weight: 600; padding-bottom: 4px; }
-th, td { border: 1px solid #ccc; padding: 3px 10px; } th { background: #f3f6fa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; font-family: ui-monospace, monospace; }
-.headline { background: #f3f6fa; border-left: 4px solid #1f77b4; padding: 8px 14px; }
-"""
-
-
 def format_cell(value):
     """Text of a table cell: floats with 6 significant digits (as stored in results.json).
 
@@ -285,78 +295,29 @@ def format_cell(value):
     return str(value)
 
 
-def _table_html(tab):
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in tab["columns"])
-    body = []
-    for row in tab["rows"]:
-        cells = []
-        for value in row:
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            cells.append(f'<td class="{"num" if numeric else "txt"}">{html.escape(format_cell(value))}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<table><caption>{html.escape(tab['caption'])}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+def _percent(value):
+    return "—" if value is None else pct(value)
 
 
-def render_html(results, meta):
-    """The page: header, table of contents, headlines, one section per experiment, the ReLU answer."""
-    esc = html.escape
+def render_html(results, meta, *, lang="en", figure_note=""):
+    """The page, from the Jinja2 template ``templates/report.html.j2`` (autoescaped) in language `lang`.
+
+    `results` holds the sections (their text already in `lang`); the page's
+    own words come from the string table of `lang` (:mod:`crossent.lab.strings`).
+    """
+    import jinja2
+
+    from .strings import Strings
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("crossent.lab", "templates"), autoescape=True,
+                             keep_trailing_newline=True)
+    env.filters.update(cell=format_cell, pct=_percent)
     sections = results["experiments"]
-    by_id = {s["id"]: s for s in sections}
+    relu = next((s["numbers"] for s in sections if s["id"] == "relu_question"), None)
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>crossent lab report</title>", f"<style>{CSS}</style></head><body>",
-        "<header><h1>Why cross-entropy? The article's argument, measured</h1>",
-        f'<p class="meta">Run {esc(meta["date"])} · seed {meta["seed"]} · quick: {"yes" if meta["quick"] else "no"} · '
-        f'jobs {meta["jobs"]} · run time {meta["run_time_s"]} s<br>{esc(versions)}</p>',
-        '<p class="meta">Every number below was computed by this run (see <a href="results.json">results.json</a>); '
-        "losses and gradients come from <code>crossent.losses</code>, measures from <code>crossent.measures</code>.</p>",
-        '<p class="meta"><a href="explorer/index.html">The explorer</a>: the same argument as one live page, '
-        "every control yours.</p>",
-        "</header>", "<nav><h2>Contents</h2><ol class=\"toc\">",
-        '<li><a href="#headlines">Headlines</a></li>',
-        *[f'<li><a href="#{esc(s["id"])}">{esc(s["title"])}</a></li>' for s in sections],
-        '<li><a href="#answer">The ReLU question: the answer</a></li>', "</ol></nav>",
-        '<section id="headlines"><h2>Headlines</h2><ul>',
-        *[f'<li><a href="#{esc(s["id"])}">{esc(s["title"])}</a>: {esc(s["headline"])}</li>' for s in sections],
-        "</ul></section>",
-    ]
-    for s in sections:
-        parts.append(f'<section id="{esc(s["id"])}"><h2>{esc(s["title"])}</h2>')
-        for fig in s["figures"]:
-            parts.append(f'<figure><img src="{esc(fig)}" alt="{esc(s["title"])}"></figure>')
-        parts.append(f"<p>{esc(s['text'])}</p>")
-        parts.extend(_table_html(t) for t in s["tables"])
-        parts.append("</section>")
-    relu = by_id.get("relu_question")
-    if relu is not None:
-        n = relu["numbers"]
-        ws = n["wrong_start"]
-        parts += [
-            '<section id="answer"><h2>The ReLU question: the answer</h2>',
-            f'<p class="headline">{esc(n["answer"])}</p>',
-            "<p>ReLU hidden units do not saturate on the positive side, so the hidden layer no longer multiplies the "
-            "gradient by a vanishing σ′. The output is a different matter: a sigmoid or softmax output paired with "
-            "squared error still carries σ′ (or the softmax Jacobian) of the output, and a confidently wrong output "
-            f"unit gets almost no gradient (mean |∂ℓ/∂z₀| per example = {esc(format_cell(ws['sigmoid_mse']['initial_unit0_gradient']))} "
-            f"for sigmoid + MSE against "
-            f"{esc(format_cell(ws['sigmoid_bce']['initial_unit0_gradient']))} for sigmoid + "
-            "binary cross-entropy at the start). So with ReLU hidden layers cross-entropy is still the loss to "
-            "pair with a sigmoid or softmax output.</p>",
-        ]
-        for head in n.get("stuck_with_dead_units", []):
-            w = ws[head]
-            parts.append(
-                f"<p>ReLU brings its own zero-gradient failure. The {esc(HEAD_LABELS[head])} head has no output "
-                f"non-linearity and its biased unit starts with a large gradient ({esc(format_cell(w['initial_unit0_gradient']))}), "
-                f"yet it does not recover: after training, {esc(pct(w['dead_hidden_fraction']))} of the ReLU units are "
-                "dead, negative for every training example and so passing no gradient, against "
-                f"{esc(pct(w['clean_start_dead_hidden_fraction']))} from the clean start.</p>")
-        parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return env.get_template("report.html.j2").render(
+        t=Strings(lang), html_lang={"en": "en", "zh": "zh-CN"}[lang], meta=meta, versions=versions,
+        sections=sections, relu=relu, figure_note=figure_note)
 
 
 # --------------------------------------------------------------------------- command line
@@ -399,6 +360,9 @@ def add_report_arguments(parser):
                              "available to this process are used; results do not depend on it")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it is shown on stderr, and only on a terminal anyway)")
+    parser.add_argument("--lang", choices=LANGUAGES, default="en",
+                        help="language of the page and its figures: en (default) or zh (Chinese; the figures need a "
+                             "CJK font such as Debian's fonts-wqy-microhei, else their labels stay in English)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (paths and meta.json) instead of text")
     return parser
 
@@ -415,7 +379,7 @@ def report_command(args):
     try:
         with _sigterm_exits():
             results, meta = run_report(args.out, quick=args.quick, seed=args.seed, jobs=args.jobs,
-                                       progress=args.progress, force=args.force)
+                                       progress=args.progress, force=args.force, lang=args.lang)
     except ReportPathError as exc:
         raise ReportPathError(str(exc).replace("`out`", "--out").replace("force=True", "--force")) from None
     index = Path(args.out) / "index.html"

@@ -18,8 +18,9 @@ NLL of 1e-12 keeps its digits.  A row's values depend on that row alone, never
 on the block or thread that computed it, which the exact accumulator needs.
 
 Backends: Numba (float32 and float64; each row read from memory once, in
-chunks that stay in L1) where it is installed, else NumPy on row blocks
-that stay in L2.  Both run on the thread pool of
+chunks that stay in L1, in one fused loop per chunk as the loss kernel's; a
+confident row, S < 2, is walked a second time from cache for its exact
+S - 1) where it is installed, else NumPy on row blocks that stay in L2.  Both run on the thread pool of
 :func:`crossent.kernels._pool.run_in_blocks`.  NaN and ``+inf`` logits
 are a `ValueError` naming the row and column, as is a counted row that is
 ``-inf`` everywhere; read-only arrays (``np.memmap``) are read, never written.

@@ -109,3 +109,16 @@ __all__ = [
     "BCEWithLogitsLoss",
     "default_chunk_size",
 ]
+
+# The distributed losses (crossent.torch.distributed), imported on first use.
+_DISTRIBUTED = ("vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy",
+                "vocab_parallel_linear_log_probs_and_entropy", "global_denominator")
+__all__ += list(_DISTRIBUTED)
+
+
+def __getattr__(name):
+    if name in _DISTRIBUTED:
+        from . import distributed
+
+        return getattr(distributed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

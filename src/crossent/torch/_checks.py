@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from crossent import _validate
@@ -104,15 +103,20 @@ def check_class_labels(labels: torch.Tensor, num_classes: int, ignore_index) -> 
                          f"got {int(labels[bad][0])}.")
 
 
-def check_probability_targets(target: torch.Tensor) -> None:
-    """Rows of a 2-D float target must be distributions (two cheap reductions: min and row sums)."""
+def check_probability_targets(target: torch.Tensor, given_dtype: torch.dtype | None = None) -> None:
+    """Rows of a 2-D float target must be distributions (two cheap reductions: min and row sums).
+
+    The sum is judged by the precision of `given_dtype` (default: the target's
+    own), with the rule of :func:`crossent._validate.sum_tolerance`: a float16 or
+    bfloat16 target, computed in float32, keeps the tolerance of the type it came in.
+    """
     if target.numel() == 0:
         return
     low = float(values(target).min())
     if not low >= 0:  # also catches NaN
         raise ValueError(f"`target` probabilities must be non-negative and finite, got a minimum of {low!r}.")
     sums = values(target.sum(-1, dtype=torch.float64))
-    tol = _validate.sum_tolerance(np.float32 if target.dtype != torch.float64 else np.float64)
+    tol = _validate.epsilon_sum_tolerance(torch.finfo(given_dtype or target.dtype).eps)
     off = (sums - 1).abs() > tol
     if bool(off.any()):
         row = int(torch.nonzero(off.reshape(-1))[0, 0])
@@ -212,14 +216,18 @@ def softmax_inputs(input, target, weight) -> SoftmaxInputs:
     return SoftmaxInputs(input, class_last_rows(input), target_rows, weight, probability_targets, loss_shape)
 
 
-def check_softmax_values(target, weight, num_classes: int, options) -> None:
+def check_softmax_values(target, weight, num_classes: int, options, logits_dtype: torch.dtype | None = None) -> None:
     """The value checks of one call: labels or probability rows, and class weights.
+
+    Probability rows come in the compute dtype; they are judged by the
+    precision of `logits_dtype` when it is float16/bfloat16 (the dtype they share
+    with the logits in torch's API), by their own otherwise.
 
     The logits' own (NaN, ``+inf``, all_masked rows) are made where the row
     maxima are computed: in the kernel, or in :mod:`crossent.torch._plain`.
     """
     if target.is_floating_point():
-        check_probability_targets(target)
+        check_probability_targets(target, logits_dtype if logits_dtype in LOW_PRECISION else None)
     else:
         check_class_labels(target, num_classes, options.ignore_index)
     check_weight_values(weight, "weight")

@@ -120,7 +120,7 @@ def _softmax_forward(input: Tensor, target: Tensor, weight: Optional[Tensor], la
     """
     options = CrossEntropyOptions(label_smoothing, ignore_index, z_loss, reduction)
     rows = _checks.class_last_rows(input.detach()).to(_checks.compute_dtype(input.dtype)).contiguous()
-    _checks.check_softmax_values(target, weight, rows.shape[1], options)
+    _checks.check_softmax_values(target, weight, rows.shape[1], options, input.dtype)
     # A private copy (class dim not last, float16/bfloat16) takes the gradient in place.
     loss, grad = _softmax_kernel(rows, target, weight, options, inplace=_private_copy(rows, input))
     return loss, grad if want_grad else rows.new_empty((0, rows.shape[1]))

@@ -133,7 +133,7 @@ def finish(loss, inputs: SoftmaxInputs, reduction: str):
 
 def plain_cross_entropy(inputs: SoftmaxInputs, options: CrossEntropyOptions):
     """Value checks, then the loss of checked inputs with plain torch ops."""
-    check_softmax_values(inputs.target, inputs.weight, inputs.num_classes, options)
+    check_softmax_values(inputs.target, inputs.weight, inputs.num_classes, options, inputs.logits.dtype)
     logits = inputs.rows.to(compute_dtype(inputs.logits.dtype))
     rows, denominator = softmax_cross_entropy_rows(logits, inputs.target, inputs.weight, options)
     return finish(reduce(rows, denominator, options.reduction), inputs, options.reduction)

@@ -162,7 +162,8 @@ export function translate(key, lang, glossary, vars = {}) {
   const entry = STRINGS[key];
   if (!entry) throw new Error(`no string ${key}`);
   return entry[lang].replace(/\{(\^?)(\w+)\}/g, (whole, cap, name) => {
-    if (name in vars) return String(vars[name]);
+    // a value passed as "{term}" is itself a glossary term, in the page's language
+    if (name in vars) return String(vars[name]).replace(/^\{(\w+)\}$/, (_, t) => glossary[t]?.[lang] ?? `{${t}}`);
     const term = glossary[name];
     if (!term || typeof term !== "object") throw new Error(`${key}: no glossary term ${name}`);
     const text = term[lang];

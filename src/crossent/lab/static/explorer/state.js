@@ -19,12 +19,20 @@ function number(text, lo, hi, fallback) {
   return text !== null && text !== "" && Number.isFinite(v) ? clamp(v, lo, hi) : fallback;
 }
 
+// Numbers separated by commas; a blank entry ("1,,2", a trailing comma) makes the list garbage, not a 0.
+function numbers(text) {
+  const parts = String(text || "").split(",");
+  return parts.some((x) => x.trim() === "") ? [] : parts.map(Number);
+}
+
 function distribution(text, fallback) {
-  if (!text) return fallback;
-  const v = text.split(",").map(Number);
-  const sum = v.reduce((a, x) => a + x, 0);
-  if (v.length < 2 || v.length > 8 || v.some((x) => !Number.isFinite(x) || x < 0) || !(sum > 0)) return fallback;
-  return v.map((x) => x / sum);
+  const v = numbers(text);
+  if (v.length < 2 || v.length > 8 || v.some((x) => !Number.isFinite(x) || x < 0)) return fallback;
+  const total = v.reduce((a, x) => a + x, 0);
+  // huge weights (1e308, 1e308) overflow their sum to ∞: then divide by the largest first
+  const scaled = Number.isFinite(total) ? v : v.map((x) => x / Math.max(...v));
+  const sum = scaled.reduce((a, x) => a + x, 0);
+  return sum > 0 ? scaled.map((x) => x / sum) : fallback;
 }
 
 // The state described by a fragment such as "#lang=zh&w=1.5" (missing keys take their defaults).
@@ -34,7 +42,7 @@ export function parseState(hash) {
   let p = distribution(s.get("p"), d.p);
   let q = distribution(s.get("q"), d.q);
   if (p.length !== q.length) { p = d.p; q = d.q; }
-  const logits = (s.get("logits") || "").split(",").map(Number);
+  const logits = numbers(s.get("logits"));
   return {
     lang: s.get("lang") === "zh" ? "zh" : "en",
     unit: s.get("unit") === "nats" ? "nats" : "bits",
@@ -43,7 +51,7 @@ export function parseState(hash) {
     eta: number(s.get("eta"), 0.005, 2, d.eta), nielsen: s.get("nielsen") === "1",
     t: Math.round(number(s.get("t"), 0, 300, d.t)),
     z: number(s.get("z"), -50, 50, d.z),
-    logits: logits.length === 4 && logits.every(Number.isFinite) && s.get("logits") ? logits.map((v) => clamp(v, -10, 10)) : d.logits,
+    logits: logits.length === 4 && logits.every(Number.isFinite) ? logits.map((v) => clamp(v, -10, 10)) : d.logits,
     T: number(s.get("T"), 0.05, 10, d.T), target: Math.round(number(s.get("target"), 0, 3, d.target)),
     calT: number(s.get("calT"), 0.05, 10, d.calT),
     margin: number(s.get("margin"), 0, 40, d.margin), hz: number(s.get("hz"), -10, 10, d.hz),
