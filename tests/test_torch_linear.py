@@ -438,3 +438,19 @@ def test_linear_cross_entropy_under_torch_func_grad_and_vmap():
     batch = torch.randn(2, 6, 3, generator=gen(2), dtype=torch.float64)
     ours = torch.func.vmap(lambda h: ct.linear_cross_entropy(h, weight, target))(batch)
     assert_close(ours, torch.stack([F.cross_entropy(h @ weight.T, target) for h in batch]))
+
+
+@pytest.mark.parametrize("num_classes", [1, 5, 127, 128, 129, 300, 1271])
+def test_row_peaks_match_amax_and_point_at_a_maximum(num_classes):
+    from crossent.torch.linear._blocks import _peaks
+
+    x = torch.randn(6, num_classes, generator=gen())
+    x[1] = -math.inf  # a row of masked classes
+    x[2, num_classes // 2] = math.nan
+    x[3] = 1.0  # all tied
+    x[4, -1] = 50.0  # the maximum in the last (short) segment
+    top, at = _peaks(x)
+    expected = x.amax(1, keepdim=True)
+    assert torch.equal(top.nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert torch.equal(x.gather(1, at).nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert bool(((at >= 0) & (at < num_classes)).all())
