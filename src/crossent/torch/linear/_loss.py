@@ -344,7 +344,11 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     is kept until its lse is known and then turned, tile by tile, into the
     logit gradient and multiplied into the three gradients during the forward
     pass (the products ``h W^T``, ``G W``, ``G^T h`` once each: 6 N D V
-    flops); backward only scales them by the upstream gradient.
+    flops); backward only scales them by the upstream gradient.  Without
+    softcap and smoothing (float32/float64) that block is handled whole
+    (:func:`~crossent.torch.linear._blocks.scan_rows`): one product per chunk
+    (per ``vocab_tile`` if given) and a few passes over the block, so that a
+    loaded machine does not wait on hundreds of small parallel calls.
     ``"none"`` cannot know its per-token upstream gradients in forward: its
     backward recomputes the logits (8 N D V flops in all), and so is exact for
     any per-token upstream gradient.  Under ``torch.no_grad()`` (or when no
