@@ -275,11 +275,12 @@ def test_linear_cross_entropy_errors():
         ct.linear_cross_entropy(h, w, y.float())
 
 
-def test_default_chunk_size_takes_an_eighth_of_the_batch_up_to_256_tokens_in_equal_chunks():
-    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 64, 512, 1024, 2048)] == [1, 1, 64, 64, 128, 256]
+def test_default_chunk_size_takes_three_sixteenths_of_the_batch_up_to_256_tokens_in_equal_chunks():
+    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 64, 512, 1024, 2048)] == [1, 1, 64, 86, 171, 256]
     for n in (257, 1000, 4096, 123457):
         rows = ct.default_chunk_size(n, 32768)
-        cap = min(256, max(64, -(-n // 8) + (-(-(-n // 8))) % 16))
+        cap = min(256, max(64, 3 * n // 16 - (3 * n // 16) % 16))
+        assert n < 400 or rows / (2 * n) <= 0.1  # the kept block: at most a tenth of two N x V arrays
         chunks = -(-n // rows)
         assert rows <= cap and chunks == -(-n // cap) and n - (chunks - 1) * rows >= rows - chunks
     for v in (128256, 256000, 10**6, 10**8):  # the kept block (chunk x V) stays within 256 MiB, 16 tokens at least
@@ -437,3 +438,19 @@ def test_linear_cross_entropy_under_torch_func_grad_and_vmap():
     batch = torch.randn(2, 6, 3, generator=gen(2), dtype=torch.float64)
     ours = torch.func.vmap(lambda h: ct.linear_cross_entropy(h, weight, target))(batch)
     assert_close(ours, torch.stack([F.cross_entropy(h @ weight.T, target) for h in batch]))
+
+
+@pytest.mark.parametrize("num_classes", [1, 5, 127, 128, 129, 300, 1271])
+def test_row_peaks_match_amax_and_point_at_a_maximum(num_classes):
+    from crossent.torch.linear._blocks import _peaks
+
+    x = torch.randn(6, num_classes, generator=gen())
+    x[1] = -math.inf  # a row of masked classes
+    x[2, num_classes // 2] = math.nan
+    x[3] = 1.0  # all tied
+    x[4, -1] = 50.0  # the maximum in the last (short) segment
+    top, at = _peaks(x)
+    expected = x.amax(1, keepdim=True)
+    assert torch.equal(top.nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert torch.equal(x.gather(1, at).nan_to_num(7.0), expected.nan_to_num(7.0))
+    assert bool(((at >= 0) & (at < num_classes)).all())

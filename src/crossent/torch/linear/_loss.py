@@ -18,6 +18,7 @@ class _Config(NamedTuple):
     head: _head.HeadOptions
     chunk_size: int
     vocab_tile: int
+    product_tile: int  # classes per product in the whole-row fast path (all of them unless vocab_tile is given)
 
 
 class _Rules(NamedTuple):
@@ -162,12 +163,13 @@ def _forward(hidden, weight, bias, labels, class_weight, config: _Config, needs)
     logits is kept while its gradient is formed right after its lse is known:
     the products ``h W^T``, ``G W`` and ``G^T h`` once each (6 N D V flops).
     """
-    options, head, chunk_size, vocab_tile = config
+    options, head, chunk_size, vocab_tile, product_tile = config
     n, num_classes = hidden.shape[0], weight.shape[0]
     dtype = _checks.compute_dtype(hidden.dtype)
     rules = _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile)
     precompute = options.reduction != "none" and any(needs)
-    ws = _blocks.Workspace(hidden, weight, bias, chunk_size, vocab_tile, block=precompute)
+    fast = precompute and dtype == hidden.dtype and head.softcap is None and not options.label_smoothing
+    ws = _blocks.Workspace(hidden, weight, bias, chunk_size, vocab_tile, block=precompute, tiles=not fast)
     grads = _blocks.Gradients(ws, hidden, weight, bias, needs, min(chunk_size, n)) if precompute else None
     scale = _row_scale(rules, options.reduction) if precompute else None
     rows = torch.empty(n, dtype=dtype, device=hidden.device)
@@ -177,15 +179,24 @@ def _forward(hidden, weight, bias, labels, class_weight, config: _Config, needs)
     bad = torch.zeros(n, dtype=torch.bool, device=hidden.device)
     for number, (start, stop) in enumerate(_blocks.spans(n, chunk_size)):
         h, y, kept = hidden[start:stop], labels[start:stop], rules.kept[start:stop]
-        p = _blocks.scan_chunk(ws, h, y, scale=1.0 / head.temperature, softcap=head.softcap, vocab_tile=vocab_tile,
-                               coef=rules.coef, coef_sum=rules.coef_sum, keep=precompute, clamp=rules.clamp)
-        stats = _blocks.combine_partials(p)
-        target = _blocks.target_logits(p, y, vocab_tile)
+        if fast:
+            stats, target = _blocks.scan_rows(ws, h, y, scale=1.0 / head.temperature, product_tile=product_tile)
+        else:
+            p = _blocks.scan_chunk(ws, h, y, scale=1.0 / head.temperature, softcap=head.softcap,
+                                   vocab_tile=vocab_tile, coef=rules.coef, coef_sum=rules.coef_sum, keep=precompute,
+                                   clamp=rules.clamp)
+            stats = _blocks.combine_partials(p)
+            target = _blocks.target_logits(p, y, vocab_tile)
         rows[start:stop], c1 = _row_losses(stats, target, rules, kept, rules.row_weight[start:stop], options)
         frame[start:stop], log_sum[start:stop] = stats.frame, stats.log_sum
         correct[start:stop] = kept & (target == stats.frame) & (stats.sum_exp > 0)
         bad[start:stop] = ~(stats.top < math.inf) | ((stats.sum_exp == 0) & kept)
-        if precompute:
+        if fast:
+            alpha, onehot, _ = _logit_coefficients(stats.lse, c1, scale[start:stop], rules, options, head)
+            _blocks.rows_gradient(ws, grads, stop - start, stats.log_sum, alpha, y.clamp(0, num_classes - 1),
+                                  torch.where(kept, onehot, 0.0), product_tile=product_tile, start=start, stop=stop,
+                                  first_chunk=number == 0)
+        elif precompute:
             alpha, onehot, beta = _logit_coefficients(stats.lse, c1, scale[start:stop], rules, options, head)
             _backprop_block(ws, grads, p, y, kept, stats.frame, stats.log_sum, alpha, onehot, beta, rules, config,
                             start, stop, number == 0)
@@ -205,7 +216,7 @@ def _raise_bad(hidden, weight, bias, kept, head, bad):
 def _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config: _Config, needs,
                          coefficient):
     """The three gradients for per-row upstream coefficients (recomputing the logits: 8 N D V flops in all)."""
-    options, head, chunk_size, vocab_tile = config
+    options, head, chunk_size, vocab_tile, _ = config
     n, num_classes = hidden.shape[0], weight.shape[0]
     dtype = _checks.compute_dtype(hidden.dtype)
     rules = _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile)
@@ -324,7 +335,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     those of :mod:`crossent._rules`.
 
     How: the tokens are taken in chunks (``chunk_size``, default
-    :func:`default_chunk_size`: at most 256 and an eighth of the batch) and each chunk's logits in tiles
+    :func:`default_chunk_size`: at most 256 and three sixteenths of the batch) and each chunk's logits in tiles
     of ``vocab_tile`` classes (default: about 2 MiB).  Each tile's logits are
     shifted by the tile maximum (``z - m_k <= 0``: ``exp`` never overflows; a
     large common offset cancels exactly) and reduced to a few sums per token,
@@ -333,7 +344,11 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     is kept until its lse is known and then turned, tile by tile, into the
     logit gradient and multiplied into the three gradients during the forward
     pass (the products ``h W^T``, ``G W``, ``G^T h`` once each: 6 N D V
-    flops); backward only scales them by the upstream gradient.
+    flops); backward only scales them by the upstream gradient.  Without
+    softcap and smoothing (float32/float64) that block is handled whole
+    (:func:`~crossent.torch.linear._blocks.scan_rows`): one product per chunk
+    (per ``vocab_tile`` if given) and a few passes over the block, so that a
+    loaded machine does not wait on hundreds of small parallel calls.
     ``"none"`` cannot know its per-token upstream gradients in forward: its
     backward recomputes the logits (8 N D V flops in all), and so is exact for
     any per-token upstream gradient.  Under ``torch.no_grad()`` (or when no
@@ -343,7 +358,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     are slow there), their gradients rounded once at the end.
 
     Memory: one ``chunk_size x V`` block in the compute dtype while gradients
-    are formed in forward (16 MiB for 1024 tokens at V = 32768), otherwise two
+    are formed in forward (21 MiB for 1024 tokens at V = 32768), otherwise two
     ``chunk_size x vocab_tile`` tiles; plus vectors of length N and V, and for
     float16/bfloat16 a float32 ``V x D`` accumulator of the weight gradient.
 
@@ -414,7 +429,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
                  else int(chunk_size))
         tile = (_blocks.default_vocab_tile(min(chunk, hidden2d.shape[0]), num_classes, element)
                 if vocab_tile is None else min(int(vocab_tile), num_classes))
-        config = _Config(options, head, chunk, tile)
+        config = _Config(options, head, chunk, tile, num_classes if vocab_tile is None else tile)
         grad_on = torch.is_grad_enabled()
         needs = tuple(bool(grad_on and t is not None and t.requires_grad) for t in (hidden2d, weight, bias))
         if any(needs):
