@@ -235,6 +235,9 @@ def markdown(rows):
 
 def parent_main(args):
     sizes = QUICK if args.quick else FULL
+    if args.shapes:  # keep the shapes named "NxDxV"
+        keep = {tuple(int(x) for x in name.split("x")) for name in args.shapes}
+        sizes = {case: [(dt, sh) for dt, sh in jobs if tuple(sh) in keep] for case, jobs in sizes.items()}
     shapes = sorted({shape for jobs in sizes.values() for _, shape in jobs})
     print("measuring the matrix-multiply rates of the floor ...", flush=True)
     floors = run_child({"case": "floors", "shapes": [list(s) for s in shapes]}, args.timeout, script=__file__)
@@ -278,6 +281,7 @@ def parent_main(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes: check that every provider runs")
+    parser.add_argument("--shapes", nargs="*", help="keep only these shapes, written NxDxV (default: all)")
     parser.add_argument("--only", nargs="*", help="keep jobs whose 'case provider dtype' contains one of these")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5, 3 at large shapes)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per child process")

@@ -70,7 +70,8 @@ def add_eval_parser(subparsers):
     parser.add_argument("--batch-rows", type=_positive, default=None, metavar="N",
                         help="rows read per batch (default: 32 MiB of predictions as float64); memory: the "
                              f"run adds at most {PEAK_BATCHES} batches + {PEAK_SLACK_BYTES >> 20} MiB to the "
-                             "interpreter's (~160 MiB), whatever the file size; lower N to use less")
+                             "interpreter's (~160 MiB), whatever the file size (.npy, CSV; Parquet adds pyarrow's read "
+                             "buffers); lower N to use less")
     parser.add_argument("--base", type=float, default=None, metavar="B", help="also report the NLL in log-B units")
     parser.add_argument("--normalize", action="store_true",
                         help="divide each row of probabilities by its sum (otherwise rows must sum to 1)")
