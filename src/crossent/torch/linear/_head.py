@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _checks, _plain
+from . import _blocks
 
 
 class HeadOptions(NamedTuple):
@@ -83,6 +84,16 @@ def check_class_weight(class_weight, hidden, num_classes):
                         f"{class_weight.device}.")
     _checks.check_weight_values(class_weight, "class_weight")
     return class_weight
+
+
+def block_sizes(hidden2d, num_classes, chunk_size, vocab_tile) -> tuple[int, int]:
+    """(tokens per chunk, classes per tile): the caller's knobs, or defaults sized to the caches."""
+    element = torch.empty((), dtype=_checks.compute_dtype(hidden2d.dtype)).element_size()
+    chunk = (_blocks.default_chunk_size(hidden2d.shape[0], num_classes, element) if chunk_size is None
+             else int(chunk_size))
+    tile = (_blocks.default_vocab_tile(min(chunk, hidden2d.shape[0]), num_classes, element)
+            if vocab_tile is None else min(int(vocab_tile), num_classes))
+    return chunk, tile
 
 
 def kept_rows(labels, ignore_index):

@@ -214,11 +214,7 @@ def linear_log_probs_and_entropy(hidden, weight, target, bias=None, *, temperatu
         log_probs, entropy = _head.plain_log_probs_and_entropy(hidden2d, weight, bias, labels, kept, head,
                                                                return_entropy)
     else:
-        element = torch.empty((), dtype=_checks.compute_dtype(hidden.dtype)).element_size()
-        chunk = (_blocks.default_chunk_size(hidden2d.shape[0], num_classes, element) if chunk_size is None
-                 else int(chunk_size))
-        tile = (_blocks.default_vocab_tile(min(chunk, hidden2d.shape[0]), num_classes, element)
-                if vocab_tile is None else min(int(vocab_tile), num_classes))
+        chunk, tile = _head.block_sizes(hidden2d, num_classes, chunk_size, vocab_tile)
         config = _Config(ignore_index, head, return_entropy, chunk, tile)
         grad_on = torch.is_grad_enabled()
         needs = tuple(bool(grad_on and t is not None and t.requires_grad) for t in (hidden2d, weight, bias))

@@ -424,11 +424,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
         loss, stats = _head.plain_loss_and_stats(hidden2d, weight, bias, labels, class_weight, options, head)
         loss = loss.to(hidden.dtype)
     else:
-        element = torch.empty((), dtype=_checks.compute_dtype(hidden.dtype)).element_size()
-        chunk = (_blocks.default_chunk_size(hidden2d.shape[0], num_classes, element) if chunk_size is None
-                 else int(chunk_size))
-        tile = (_blocks.default_vocab_tile(min(chunk, hidden2d.shape[0]), num_classes, element)
-                if vocab_tile is None else min(int(vocab_tile), num_classes))
+        chunk, tile = _head.block_sizes(hidden2d, num_classes, chunk_size, vocab_tile)
         config = _Config(options, head, chunk, tile, num_classes if vocab_tile is None else tile)
         grad_on = torch.is_grad_enabled()
         needs = tuple(bool(grad_on and t is not None and t.requires_grad) for t in (hidden2d, weight, bias))
