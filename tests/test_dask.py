@@ -315,7 +315,7 @@ def test_cli_scheduler_addresses_that_do_not_answer_fail_with_one_line_not_a_han
     refused.close()
     script = textwrap.dedent(f"""
         import sys, crossent.dask as cdask, crossent.cli as cli
-        cdask.CONNECT_TIMEOUT = "3s"
+        cdask._cluster.CONNECT_TIMEOUT = "3s"
         sys.exit(cli.main(["eval", {str(xp)!r}, "--labels", {str(yp)!r}, "--dask", sys.argv[1]]))
     """)
     try:
@@ -337,7 +337,7 @@ def test_cluster_client_called_inside_a_running_event_loop_still_says_why(monkey
     import asyncio
     import socket
 
-    monkeypatch.setattr(cdask, "CONNECT_TIMEOUT", "2s")
+    monkeypatch.setattr(cdask._cluster, "CONNECT_TIMEOUT", "2s")
     with socket.create_server(("127.0.0.1", 0)) as silent:
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
 
