@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from crossent import _validate as v
+from crossent._samples import check_samples
 
 try:
     import ml_dtypes
@@ -162,16 +163,16 @@ class TestCheckWeights:
 
 class TestCheckSamples:
     def test_codes_index_the_sorted_distinct_values(self):
-        codes, values = v.check_samples(["b", "a", "b"], "x")
+        codes, values = check_samples(["b", "a", "b"], "x")
         assert values.tolist() == ["a", "b"] and codes.tolist() == [1, 0, 1]
 
     def test_object_samples_are_counted_by_equality(self):
-        codes, values = v.check_samples(np.array([Fraction(1, 2), 3, Fraction(1, 2)], dtype=object), "x")
+        codes, values = check_samples(np.array([Fraction(1, 2), 3, Fraction(1, 2)], dtype=object), "x")
         assert values.tolist() == [Fraction(1, 2), 3] and codes.tolist() == [0, 1, 0]
 
     def test_long_samples_are_shown_short(self):
         with pytest.raises(ValueError, match=r"got 'aaaa.* \.\.\.\.$"):
-            v.check_samples("a" * 500, "x")
+            check_samples("a" * 500, "x")
 
 
 def test_show_of_a_long_object_array_names_its_values_instead_of_crashing():

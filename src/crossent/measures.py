@@ -28,6 +28,7 @@ import numpy as np
 from scipy import special
 
 from ._rules import safe_log
+from ._samples import check_samples
 from ._validate import (
     as_float_array,
     check_base,
@@ -35,7 +36,6 @@ from ._validate import (
     check_distribution_pair,
     check_flag,
     check_joint_table,
-    check_samples,
     check_unit_interval,
     compute_dtype,
     to_base,
