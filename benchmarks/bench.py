@@ -276,10 +276,20 @@ def _child_floors(shapes_json):
     return {"copy_bandwidth_bytes_per_s": bandwidth, "copy_buffer_bytes": int(src.nbytes), "matmul_flops_per_s": rates}
 
 
+def error_row(exc) -> dict:
+    """A child's failure as a row of the table: the error's type and first line (a failing provider is not a crash)."""
+    return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+
+
+def print_result(out) -> None:
+    """The child's answer to `run_child`: one ``RESULT`` line of JSON on stdout."""
+    print("RESULT " + json.dumps(out))
+
+
 def child_main(args):
     job = json.loads(args.child)
     if job["case"] == "floors":
-        print("RESULT " + json.dumps(_child_floors(json.dumps(job["spec"]))))
+        print_result(_child_floors(json.dumps(job["spec"])))
         return
     runner = {"ce": _child_ce, "bce": _child_bce, "linear_ce": _child_linear_ce}[job["case"]]
     try:
@@ -290,8 +300,8 @@ def child_main(args):
             "temp_bytes": max(0, peak - baseline - grad_bytes), "compile_s": compile_seconds, "error": None,
         }
     except Exception as exc:  # noqa: BLE001 - a failing provider is a row, not a crash
-        out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-    print("RESULT " + json.dumps(out))
+        out = error_row(exc)
+    print_result(out)
 
 
 # ---------------------------------------------------------------- parent side

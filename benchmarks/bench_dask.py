@@ -242,8 +242,8 @@ def child_main(job):
         out = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "startup_s": startup,
                "output": output, "error": None, **{k: max(m[k] for m in memory) for k in memory[0]}}
     except Exception as exc:  # noqa: BLE001 - a failing provider is a row, not a crash
-        out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-    print("RESULT " + json.dumps(out))
+        out = bench.error_row(exc)
+    bench.print_result(out)
 
 
 def run_child(job, timeout):

@@ -175,8 +175,8 @@ def child_main(args):
                "temp_bytes_per_rank": [r["temp_bytes"] for r in per_rank], "ranks": world,
                "comm_s": per_rank[0].get("comm_s"), "error": None}
     except Exception as exc:  # noqa: BLE001 - a failing provider is a row, not a crash
-        out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-    print("RESULT " + json.dumps(out))
+        out = bench.error_row(exc)
+    bench.print_result(out)
 
 
 # ---------------------------------------------------------------- parent side

@@ -47,6 +47,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench  # noqa: E402  (benchmarks/bench.py: the same conventions, child runner and results file)
 from bench import THREADS, run_child, write_results  # noqa: E402
 
 SMALL = (1024, 1024, 32768)
@@ -194,13 +195,13 @@ def _child_floors(shapes):
 
 def child_main(job):
     if job["case"] == "floors":
-        print("RESULT " + json.dumps(_child_floors([tuple(s) for s in job["shapes"]])))
+        bench.print_result(_child_floors([tuple(s) for s in job["shapes"]]))
         return
     try:
         out = _child_run(job["case"], job["provider"], job["dtype"], tuple(job["shape"]), job["reps"])
     except Exception as exc:  # noqa: BLE001 - a failing provider is a row, not a crash
-        out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-    print("RESULT " + json.dumps(out))
+        out = bench.error_row(exc)
+    bench.print_result(out)
 
 
 # ---------------------------------------------------------------- parent side

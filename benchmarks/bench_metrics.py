@@ -211,18 +211,18 @@ def child_main(job):
             out = {**_child_ab(tuple(job["shape"]), job["reps"]), "error": None}
         except Exception as exc:  # noqa: BLE001 - a failing run is a row, not a crash
             out = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        print("RESULT " + json.dumps(out))
+        bench.print_result(out)
         return
     if job["provider"] == "floor":
-        print("RESULT " + json.dumps(_child_floor(job["bytes"])))
+        bench.print_result(_child_floor(job["bytes"]))
         return
     try:
         baseline, first, times = _child(job["provider"], tuple(job["shape"]), job["reps"])
         out = {"median_s": statistics.median(times), "min_s": min(times), "times_s": times, "first_call_s": first,
                "temp_bytes": max(0, _maxrss_bytes() - baseline), "error": None}
     except Exception as exc:  # noqa: BLE001 - a failing provider is a row, not a crash
-        out = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-    print("RESULT " + json.dumps(out))
+        out = bench.error_row(exc)
+    bench.print_result(out)
 
 
 def run_child(job, timeout):
