@@ -124,17 +124,6 @@ def denominator(weights, global_denominator, dtype):
     return d
 
 
-def reduce_rows(rows, d, reduction: str):
-    """none / sum / mean; the empty mean (d = 0) is 0, also over infinite rows (``_rules.scaled_total``)."""
-    if reduction == "none":
-        return rows
-    total = rows.sum()
-    if reduction == "sum":
-        return total
-    positive = d > 0
-    return torch.where(positive, total / torch.where(positive, d, 1.0), 0.0)
-
-
 def row_coefficients(grad_out, d, reduction: str, kept, n: int, dtype):
     """``c_i``: the upstream gradient of row i's loss (times 1/d for the mean; 0 for ignored rows)."""
     c = grad_out.to(dtype)

@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from crossent._rules import CrossEntropyOptions, check_ignore_index, check_nonnegative_scalar
 
-from .. import _checks
+from .. import _checks, _plain
 from . import _comm, _softmax
 from .logits import check_class_weight, check_targets, signature
 
@@ -84,7 +84,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(hidden, weight, bias, labels, kept, combined.frame, combined.log_sum, weights, d)
         ctx.setup, ctx.start, ctx.dtype, ctx.chunk, ctx.temperature = s, layout.start, dtype, chunk, 1.0
         ctx.group, ctx.all_reduce_hidden_grad = group, all_reduce_hidden_grad
-        return _softmax.reduce_rows(rows, d, options.reduction).to(hidden.dtype)
+        return _plain.reduce(rows, d, options.reduction).to(hidden.dtype)
 
     @staticmethod
     @once_differentiable

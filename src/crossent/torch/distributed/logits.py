@@ -9,7 +9,7 @@ from torch.autograd.function import once_differentiable
 
 from crossent._rules import CrossEntropyOptions
 
-from .. import _checks
+from .. import _checks, _plain
 from . import _comm, _softmax
 
 __all__ = ["vocab_parallel_cross_entropy"]
@@ -67,7 +67,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         d = _softmax.denominator(weights, global_denominator, dtype)
         ctx.save_for_backward(logits_shard, labels, kept, combined.frame, combined.log_sum, weights, d)
         ctx.setup, ctx.start = s, layout.start
-        return _softmax.reduce_rows(rows, d, options.reduction).to(logits_shard.dtype)
+        return _plain.reduce(rows, d, options.reduction).to(logits_shard.dtype)
 
     @staticmethod
     @once_differentiable
