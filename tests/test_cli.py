@@ -275,7 +275,7 @@ class TestReport:
     def test_help_says_jobs_is_capped_and_what_force_does(self, capsys):
         status, out, _ = run(capsys, "report", "--help")
         text = " ".join(out.split())
-        assert status == 0 and "cores available to this process are used" in text
+        assert status == 0 and "cores available to this process, also the most used" in text
         assert "--force" in text and "replace DIR even if it is a folder of other files" in text
 
     @pytest.mark.parametrize("where, message", [

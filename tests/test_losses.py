@@ -69,6 +69,21 @@ class TestActivations:
         assert_allclose(losses.sigmoid([np.log(3.0)]), [0.75])
         assert_array_equal(losses.sigmoid(np.array([-1e4, 1e4], np.float32)), [0.0, 1.0])
 
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    def test_sigmoid_is_within_4_ulp_of_scipy_expit_everywhere(self, dtype, rng):
+        # the whole range: tiny, moderate and huge |z|, both saturations, the extremes, NaN and infinities
+        finfo = np.finfo(dtype)
+        z = np.concatenate([rng.standard_normal(20000) * s for s in (1e-3, 1.0, 10.0, 300.0)]
+                           + [[0.0, -0.0, finfo.max, -finfo.max, finfo.tiny, np.inf, -np.inf]]).astype(dtype)
+        with np.errstate(over="ignore"):
+            ours, scipys = losses.sigmoid(z), special.expit(z)
+        assert ours.dtype == dtype and scipys.dtype == dtype
+        finite = np.isfinite(z)
+        assert_array_equal(ours[~finite], scipys[~finite])
+        ulps = np.abs(ours - scipys)[finite] / np.spacing(np.maximum(np.abs(scipys[finite]), finfo.tiny))
+        assert ulps.max() <= 4.0
+        assert np.isnan(losses.sigmoid(np.nan)) and 0.0 <= ours.min() and ours.max() <= 1.0
+
     def test_sigmoid_derivative_matches_finite_differences_and_is_stable(self):
         z = np.linspace(-8, 8, 17)
         numeric = (special.expit(z + 1e-6) - special.expit(z - 1e-6)) / 2e-6

@@ -13,6 +13,11 @@ import numpy as np
 DIGITS = 6
 
 
+def serial_map(function, items):
+    """``[function(item) for item in items]``: the map of a run without a process pool."""
+    return [function(item) for item in items]
+
+
 @dataclass
 class Context:
     """How an experiment runs: where figures go, quick or full sizes, the seed, and a ``map``.
@@ -26,7 +31,7 @@ class Context:
     out_dir: Path
     quick: bool = False
     seed: int = 0
-    map: Callable = field(default=lambda function, items: [function(item) for item in items])
+    map: Callable = serial_map
     runs: dict = field(default_factory=dict)
     jobs: int = 1  # processes behind `map`: the networks of an experiment are cut into this many stacks
     lang: str = "en"

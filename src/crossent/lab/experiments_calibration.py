@@ -132,4 +132,6 @@ def calibration(ctx):
                               ece_ce_b=fmt(tc["mean_ece_before"]), ece_m_b=fmt(tm["mean_ece_before"])))
 
 
+calibration.specs = calibration_specs  # what it trains (see experiments_network)
+
 EXPERIMENTS = [calibration]

@@ -111,29 +111,39 @@ def train_run(spec):
     return train_stack([spec])[0]
 
 
-def run_specs(ctx, specs):
-    """The histories of `specs`: trained in stacks (through ``ctx.map``), or taken from ``ctx.runs``.
+def spec_key(spec):
+    """The key of a spec in ``ctx.runs``: the spec's items, sorted (specs are plain dicts of plain values)."""
+    return repr(sorted(spec.items()))
 
-    Stacks are the specs of one :func:`_stack_key`, ordered by head, cut into
-    ``ctx.jobs`` stacks (one per process) of at most :data:`STACK_SIZE` networks.
-    A network's numbers do not depend on its stack (the tests check it bit for
-    bit), so neither do the results on ``--jobs``.
+
+def stacks(specs, pieces=1):
+    """`specs` as the stacks they train in: one per :func:`_stack_key`, ordered by head, cut into `pieces`.
+
+    Each stack has at most :data:`STACK_SIZE` networks.  A network's numbers do
+    not depend on its stack (the tests check it bit for bit), so neither do
+    the results on how the specs are cut.
     """
-    def key(spec):
-        return repr(sorted(spec.items()))
-
-    todo = list({key(s): s for s in specs if key(s) not in ctx.runs}.values())
     groups = {}
     # networks of one training set side by side, and within them each head's networks
-    for spec in sorted(todo, key=lambda s: (s.get("validation") or 0.0, HEADS.index(s["head"]))):
+    for spec in sorted(specs, key=lambda s: (s.get("validation") or 0.0, HEADS.index(s["head"]))):
         groups.setdefault(_stack_key(spec), []).append(spec)
     chunks = []
-    for group in groups.values():  # one stack per process at most, and at most STACK_SIZE networks each
-        size = min(STACK_SIZE, -(-len(group) // ctx.jobs))
+    for group in groups.values():
+        size = min(STACK_SIZE, -(-len(group) // pieces))
         chunks += [group[i : i + size] for i in range(0, len(group), size)]
+    return chunks
+
+
+def run_specs(ctx, specs):
+    """The histories of `specs`: taken from ``ctx.runs``, or trained in stacks (through ``ctx.map``).
+
+    The stacks are cut into ``ctx.jobs`` pieces, one per process (:func:`stacks`).
+    """
+    todo = list({spec_key(s): s for s in specs if spec_key(s) not in ctx.runs}.values())
+    chunks = stacks(todo, ctx.jobs)
     for chunk, histories in zip(chunks, ctx.map(train_stack, chunks)):
-        ctx.runs.update(zip(map(key, chunk), histories))
-    return [ctx.runs[key(s)] for s in specs]
+        ctx.runs.update(zip(map(spec_key, chunk), histories))
+    return [ctx.runs[spec_key(s)] for s in specs]
 
 
 def dead_unit_fraction(net, X):
@@ -201,17 +211,28 @@ def calibration_specs(ctx):
             for s in seeds]
 
 
-def digits_sigmoid(ctx):
-    """7. Digits, 64-30-10 sigmoid network: cross-entropy against MSE heads, N(0,1) and scaled init."""
-    t, tf = ctx.t, ctx.tf
+def _digits_sigmoid_specs(ctx):
+    """Experiment 7's digits networks, its breast-cancer networks, and experiment 9's networks.
+
+    Experiment 9's networks share the digits networks' architecture and
+    schedule: they train in the same stack, as neighbours (their epochs are
+    10% shorter), and experiment 9 finds them in ``ctx.runs``.
+    """
     size = sizes_for(ctx.quick)
     seeds = [ctx.seed + i for i in range(size["seeds"])]
     specs = [digits_spec(ctx, init, head, s) for init in ("normal", "scaled") for head in SIGMOID_HEADS for s in seeds]
     bc_specs = [_spec(dataset="breast_cancer", sizes=(30, 10, 1), head=head, seed=s, epochs=size["bc_epochs"],
                       split_seed=ctx.seed) for head in ("sigmoid_bce", "sigmoid_mse") for s in seeds]
-    # experiment 9's networks share this architecture and schedule: they train in the same stack, as
-    # neighbours (their epochs are 10% shorter); experiment 9 finds them in ctx.runs
-    histories = run_specs(ctx, specs + bc_specs + calibration_specs(ctx))
+    return specs, bc_specs, calibration_specs(ctx)
+
+
+def digits_sigmoid(ctx):
+    """7. Digits, 64-30-10 sigmoid network: cross-entropy against MSE heads, N(0,1) and scaled init."""
+    t, tf = ctx.t, ctx.tf
+    size = sizes_for(ctx.quick)
+    seeds = [ctx.seed + i for i in range(size["seeds"])]
+    specs, bc_specs, _ = _digits_sigmoid_specs(ctx)
+    histories = run_specs(ctx, digits_sigmoid.specs(ctx))
     runs, bc_runs = histories[: len(specs)], histories[len(specs): len(specs) + len(bc_specs)]
     fig, axes = new_figure(3, width=14.0, height=5.2,
                            layout=dict(left=0.04, right=0.995, bottom=0.092, top=0.915, wspace=0.15))
@@ -286,9 +307,8 @@ def digits_sigmoid(ctx):
                               mse=pct(normal["sigmoid_mse"]["mean_final_accuracy"])))
 
 
-def relu_question(ctx):
-    """8. ReLU hidden layer with every head over a learning-rate grid, and the confidently wrong start."""
-    t, tf = ctx.t, ctx.tf
+def _relu_specs(ctx):
+    """Experiment 8's networks: the learning-rate grid, and the confidently wrong starts."""
     size = sizes_for(ctx.quick)
     seeds = [ctx.seed + i for i in range(size["relu_seeds"])]
     common = {"hidden": "relu", "init": "scaled", "epochs": size["relu_epochs"], "split_seed": ctx.seed}
@@ -296,7 +316,16 @@ def relu_question(ctx):
                   for head in HEADS for lr in RELU_LEARNING_RATES for s in seeds]
     wrong_specs = [_spec(head=head, learning_rate=WRONG_LEARNING_RATE, seed=s, wrong_bias=WRONG_BIAS, **common)
                    for head in HEADS for s in seeds]
-    histories = run_specs(ctx, grid_specs + wrong_specs)
+    return grid_specs, wrong_specs
+
+
+def relu_question(ctx):
+    """8. ReLU hidden layer with every head over a learning-rate grid, and the confidently wrong start."""
+    t, tf = ctx.t, ctx.tf
+    size = sizes_for(ctx.quick)
+    seeds = [ctx.seed + i for i in range(size["relu_seeds"])]
+    grid_specs, wrong_specs = _relu_specs(ctx)
+    histories = run_specs(ctx, relu_question.specs(ctx))
     grid, wrong = histories[: len(grid_specs)], histories[len(grid_specs):]
     numbers = {"seeds": seeds, "epochs": size["relu_epochs"], "learning_rates": RELU_LEARNING_RATES,
                "wrong_bias": WRONG_BIAS, "wrong_learning_rate": WRONG_LEARNING_RATE, "grid": {}, "grid_per_seed": {},
@@ -385,5 +414,9 @@ def relu_question(ctx):
                                  wrong_rows)],
                    numbers=numbers, headline=answer.strip())
 
+
+# what each experiment trains, so that a process pool can start the training before the experiment runs
+digits_sigmoid.specs = lambda ctx: [s for part in _digits_sigmoid_specs(ctx) for s in part]
+relu_question.specs = lambda ctx: [s for part in _relu_specs(ctx) for s in part]
 
 EXPERIMENTS = [digits_sigmoid, relu_question]

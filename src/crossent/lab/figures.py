@@ -41,6 +41,9 @@ STYLE = {
     "axes.spines.right": False,
     "lines.linewidth": 1.8,
     "svg.hashsalt": "crossent",
+    # titles at the top edge: the automatic position measures every y tick label of the axes at each
+    # draw (a third of some figures' time); save() restores it where a title could meet an offset text
+    "axes.titley": 1.0,
 }
 
 #: CJK fonts looked for, best first (Debian: fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk)
@@ -96,7 +99,14 @@ def save(fig, out_dir, name):
     filename = f"{name}.png"
     _drop_dense_minor_ticks(fig)
     # zlib level 3 instead of PIL's 6: a quarter less encoding time, files within 2% of the size
-    fig.savefig(Path(out_dir) / filename, metadata={"Software": None}, pil_kwargs={"compress_level": 3})
+    options = {"metadata": {"Software": None}, "pil_kwargs": {"compress_level": 3}}
+    fig.savefig(Path(out_dir) / filename, **options)
+    crowded = [ax for ax in fig.axes if any(ax.get_title(loc) for loc in ("left", "center", "right"))
+               and (ax.yaxis.offsetText.get_text() or ax.xaxis.get_label_position() == "top")]
+    if crowded:  # an offset text ("1e-5") or labels above the axes: let matplotlib lift these titles, and draw again
+        for ax in crowded:
+            ax._autotitlepos = True
+        fig.savefig(Path(out_dir) / filename, **options)
     plt.close(fig)
     return filename
 

@@ -60,14 +60,7 @@ def _versions():
     return versions
 
 
-def _pool_map(executor):
-    def pool_map(function, items):
-        return list(executor.map(function, items, chunksize=1))
-
-    return pool_map
-
-
-def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, force=False, lang="en"):
+def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=None, progress=None, force=False, lang="en"):
     """Run the experiments, write the report into the folder `out`, and return ``(results, meta)``.
 
     The report is written into a temporary folder beside `out` and renamed
@@ -79,8 +72,8 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
         out: output folder: new, empty, or a previous report (created with its parents if needed).
         quick: smaller networks runs (fewer epochs and seeds) for tests and a first look.
         seed: the seed every experiment derives its seeds from, in [0, 2**32 - 1].
-        jobs: processes for independent training runs (1: no pool), at most
-            :func:`available_cores`; results do not depend on it.
+        jobs: worker processes (1: everything in this process; None: every core
+            available, :func:`available_cores`, also the most used); results do not depend on it.
         progress: show a tqdm bar on stderr; None means "if stderr is a terminal".
         force: replace `out` even if it is a non-empty folder that is not a crossent report.
         lang: the page's language, ``"en"`` or ``"zh"``; the figures' too where a CJK
@@ -96,11 +89,11 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=1, progress=None, f
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"`seed` must be an integer from 0 to {MAX_SEED}, got {seed!r}.")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"`jobs` must be a positive integer, got {jobs!r}.")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"`jobs` must be a positive integer or None, got {jobs!r}.")
     if lang not in LANGUAGES:
         raise ValueError(f"`lang` must be one of {LANGUAGES}, got {lang!r}.")
-    jobs = min(jobs, available_cores())
+    jobs = available_cores() if jobs is None else min(jobs, available_cores())
     versions = _versions()  # the lab extra's imports fail here, before anything is written
     target = check_output_folder(out, force=force)
     started = time.perf_counter()
@@ -140,28 +133,26 @@ def _figure_language(lang):
 
 
 def _run_experiments(ctx, jobs, progress):
-    """Every experiment's section, in page order; training runs go to `jobs` processes if jobs > 1."""
+    """Every experiment's section, in page order: in this process, or with ``jobs > 1`` as tasks for a pool."""
     from tqdm import tqdm
 
-    from .figures import house_style
+    from .schedule import run_on_pool, run_serially
 
     show = sys.stderr.isatty() if progress is None else bool(progress)
-    executor = None
-    if jobs > 1:
+    todo = experiments()
+    with tqdm(total=len(todo), desc="crossent report", unit="experiment", file=sys.stderr, disable=not show) as bar:
+        def done(index):
+            bar.set_postfix_str(todo[index].__name__)
+            bar.update()
+
+        if jobs == 1:
+            return run_serially(ctx, todo, done)
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_quiet_worker)
-        ctx.map = _pool_map(executor)
-    try:
-        sections = []
-        with tqdm(experiments(), desc="crossent report", unit="experiment", file=sys.stderr, disable=not show) as bar:
-            for experiment in bar:
-                bar.set_postfix_str(experiment.__name__)
-                with house_style(ctx.figure_lang):
-                    sections.append(experiment(ctx))
-        return sections
-    finally:
-        if executor is not None:
+        try:
+            return run_on_pool(ctx, todo, executor, done)
+        finally:
             executor.shutdown(cancel_futures=True)
 
 
@@ -355,9 +346,9 @@ def add_report_arguments(parser):
                         help="replace DIR even if it is a folder of other files (they are deleted)")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and seeds (a few seconds)")
     parser.add_argument("--seed", type=_seed, default=0, help=f"base seed, 0 to {MAX_SEED} (default: 0)")
-    parser.add_argument("--jobs", type=_jobs, default=1, metavar="N",
-                        help=f"processes for independent training runs (default: 1); at most the {cores} cores "
-                             "available to this process are used; results do not depend on it")
+    parser.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                        help=f"worker processes (default: the {cores} cores available to this process, also the "
+                             "most used; 1 runs everything in one process); results do not depend on it")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it is shown on stderr, and only on a terminal anyway)")
     parser.add_argument("--lang", choices=LANGUAGES, default="en",
@@ -373,7 +364,7 @@ def report_command(args):
     Notes (``--jobs`` capped) go to stderr; errors about ``--out`` name the option.
     """
     cores = available_cores()
-    if args.jobs > cores:
+    if args.jobs is not None and args.jobs > cores:
         print(f"crossent report: --jobs {args.jobs} is more than the {cores} cores available; using {cores}",
               file=sys.stderr)
     try:
