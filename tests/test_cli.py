@@ -244,14 +244,23 @@ def report_module(monkeypatch):
     pytest.importorskip("matplotlib")
     pytest.importorskip("sklearn")
     from crossent.lab import report
+
+    monkeypatch.setattr(report, "experiments", lambda: [_stand_in_experiment])
+    return report
+
+
+def _stand_in_experiment(ctx):
+    """A tiny experiment (module level: the report's worker processes receive it by name)."""
     from crossent.lab._common import section
 
-    def stand_in(ctx):
-        (ctx.out_dir / "fig.png").write_bytes(b"figure")
-        return section("stand_in", "Stand-in", figures=["fig.png"], text="t", tables=[], numbers={}, headline="h")
+    (ctx.out_dir / "fig.png").write_bytes(b"figure")
+    return section("stand_in", "Stand-in", figures=["fig.png"], text="t", tables=[], numbers={}, headline="h")
 
-    monkeypatch.setattr(report, "experiments", lambda: [stand_in])
-    return report
+
+def _interrupted_experiment(ctx):
+    """Ctrl-C in the middle of an experiment (in a worker process with the default --jobs)."""
+    (ctx.out_dir / "half.png").write_bytes(b"half")
+    raise KeyboardInterrupt
 
 
 def _one_line_error(status, out, err, starts):
@@ -313,10 +322,7 @@ class TestReport:
         assert run(capsys, "report", "--out", str(out_dir))[0] == 0
         before = sorted(p.name for p in out_dir.iterdir())
 
-        def interrupted(ctx):
-            (ctx.out_dir / "half.png").write_bytes(b"half")
-            raise KeyboardInterrupt
-        monkeypatch.setattr(report_module, "experiments", lambda: [interrupted])
+        monkeypatch.setattr(report_module, "experiments", lambda: [_interrupted_experiment])
         status, out, err = run(capsys, "report", "--out", str(out_dir))
         assert (status, out, err) == (130, "", "crossent report: interrupted\n")
         assert sorted(p.name for p in out_dir.iterdir()) == before and list(tmp_path.iterdir()) == [out_dir]
@@ -362,7 +368,10 @@ def test_a_folder_name_the_output_encoding_cannot_show_is_escaped(tmp_path):
         from crossent.lab import report
         from crossent.lab._common import section
 
-        report.experiments = lambda: [lambda ctx: section("x", "X", figures=[], text="t", tables=[], numbers={}, headline="h")]
+        def tiny(ctx):
+            return section("x", "X", figures=[], text="t", tables=[], numbers={}, headline="h")
+
+        report.experiments = lambda: [tiny]
         sys.exit(main(["report", "--out", sys.argv[1]]))
     """)
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r\u00e9sum\u00e9")], capture_output=True,

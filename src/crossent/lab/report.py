@@ -151,9 +151,22 @@ def _run_experiments(ctx, jobs, progress):
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_quiet_worker)
         try:
-            return run_on_pool(ctx, todo, executor, done)
-        finally:
-            executor.shutdown(cancel_futures=True)
+            sections = run_on_pool(ctx, todo, executor, done)
+        except BaseException:  # a task failed, or Ctrl-C / SIGTERM: stop the workers now, not after their tasks
+            _stop_workers(executor)
+            raise
+        executor.shutdown()
+        return sections
+
+
+def _stop_workers(executor):
+    """Cancel the tasks not started and end the worker processes at once."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())  # CPython's ProcessPoolExecutor
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
 
 
 def _quiet_worker():

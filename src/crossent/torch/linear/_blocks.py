@@ -425,8 +425,10 @@ class Gradients:
             return
         if self.hidden_acc is not None:
             self.hidden_acc[: stop - start].addmm_(g, w, beta=0 if lo == 0 else 1)
-        elif self.hidden_grad is not None:  # beta=0: the uninitialised rows are overwritten, not multiplied
-            self.hidden_grad[start:stop].addmm_(g, w, beta=0 if lo == 0 else 1)
+        elif self.hidden_grad is not None and lo == 0:  # the first tile writes (its rows are uninitialised)
+            torch.mm(g, w, out=self.hidden_grad[start:stop])
+        elif self.hidden_grad is not None:
+            self.hidden_grad[start:stop].addmm_(g, w)
         if self.weight_grad is not None:
             if first_chunk and not ws.low_precision:
                 torch.mm(g.t(), ws.h, out=self.weight_grad[lo:hi])
