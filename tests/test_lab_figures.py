@@ -27,3 +27,26 @@ def test_a_title_that_would_meet_an_offset_text_is_lifted(tmp_path):
     # y values of order 1e-7: the y axis writes "1e-7" above its top, where the title would be
     plain, lifted = _title_heights(tmp_path, 1e-7)
     assert plain == 1.0 and lifted > 1.0
+
+
+def test_log_axes_are_labelled_in_plain_unicode_without_mathtext(tmp_path):
+    import matplotlib.mathtext
+
+    parses = []
+    original = matplotlib.mathtext.MathTextParser.parse
+    matplotlib.mathtext.MathTextParser.parse = lambda self, s, *a, **k: parses.append(s) or original(self, s, *a, **k)
+    try:
+        with figures.house_style():
+            fig, (wide, narrow) = figures.new_figure(2)
+            wide.semilogy([1, 2], [1e-6, 1.0])  # decades only
+            narrow.semilogy([1, 2], [0.15, 0.6])  # less than a decade: labelled minor ticks too
+            figures.save(fig, tmp_path, "log")
+        labels = {ax: [t.get_text() for t in ax.get_yticklabels(minor=minor) if t.get_text()]
+                  for ax, minor in ((wide, False), (narrow, True))}
+    finally:
+        matplotlib.mathtext.MathTextParser.parse = original
+    assert parses == []
+    assert "10⁻⁶" in labels[wide] and "10⁰" in labels[wide] and all("$" not in t for t in labels[wide])
+    assert labels[narrow] and all("×10⁻¹" in t for t in labels[narrow])
+    assert figures._superscript_label(r"$\mathdefault{2\times10^{-1}}$") == "2×10⁻¹"
+    assert figures._superscript_label("0.5") == "0.5"

@@ -275,17 +275,17 @@ def test_linear_cross_entropy_errors():
         ct.linear_cross_entropy(h, w, y.float())
 
 
-def test_default_chunk_size_takes_three_sixteenths_of_the_batch_up_to_256_tokens_in_equal_chunks():
-    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 64, 512, 1024, 2048)] == [1, 1, 64, 86, 171, 256]
+def test_default_chunk_size_takes_three_sixteenths_of_the_batch_up_to_512_tokens_in_equal_chunks():
+    assert [ct.default_chunk_size(n, 32768) for n in (0, 1, 64, 512, 1024, 2048, 4096)] == [1, 1, 64, 86, 171, 342, 512]
     for n in (257, 1000, 4096, 123457):
         rows = ct.default_chunk_size(n, 32768)
-        cap = min(256, max(64, 3 * n // 16 - (3 * n // 16) % 16))
+        cap = min(512, max(64, 3 * n // 16 - (3 * n // 16) % 16))
         assert n < 400 or rows / (2 * n) <= 0.1  # the kept block: at most a tenth of two N x V arrays
         chunks = -(-n // rows)
         assert rows <= cap and chunks == -(-n // cap) and n - (chunks - 1) * rows >= rows - chunks
-    for v in (128256, 256000, 10**6, 10**8):  # the kept block (chunk x V) stays within 256 MiB, 16 tokens at least
+    for v in (128256, 256000, 10**6, 10**8):  # the kept block (chunk x V) stays within 512 MiB, 16 tokens at least
         rows = ct.default_chunk_size(4096, v)
-        assert rows >= 16 and (rows * v * 4 <= 256 * 2**20 or rows == 16)
+        assert rows >= 16 and (rows * v * 4 <= 512 * 2**20 or rows == 16)
 
 
 def test_default_vocab_tile_makes_tiles_of_about_2_mib():

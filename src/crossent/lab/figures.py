@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import LogFormatterSciNotation  # noqa: E402
 
 #: line colours per loss / head, used by every figure
 COLORS = {
@@ -98,6 +99,7 @@ def save(fig, out_dir, name):
     """Write `fig` as ``out_dir/name.png``, close it, and return the file name."""
     filename = f"{name}.png"
     _drop_dense_minor_ticks(fig)
+    _unicode_log_labels(fig)
     # zlib level 3 instead of PIL's 6: a quarter less encoding time, files within 2% of the size
     options = {"metadata": {"Software": None}, "pil_kwargs": {"compress_level": 3}}
     fig.savefig(Path(out_dir) / filename, **options)
@@ -109,6 +111,45 @@ def save(fig, out_dir, name):
         fig.savefig(Path(out_dir) / filename, **options)
     plt.close(fig)
     return filename
+
+
+_SUPERSCRIPTS = str.maketrans("-−0123456789", "⁻⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _unicode_log_labels(fig):
+    """Log-axis tick labels as plain text, ``10⁻³`` and ``2×10⁻¹``, instead of matplotlib's mathtext.
+
+    The same labels, but no mathtext parser, which costs about 0.2 s to build
+    in every process that draws a log axis.
+    """
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
+            for old, setter in ((axis.get_major_formatter(), axis.set_major_formatter),
+                                (axis.get_minor_formatter(), axis.set_minor_formatter)):
+                if type(old) is LogFormatterSciNotation:
+                    formatter = UnicodeLogFormatter()
+                    formatter.__dict__.update(old.__dict__)  # the same settings (base, which ticks get labels)
+                    setter(formatter)
+
+
+def _superscript_label(text):
+    """``$\\mathdefault{2\\times10^{-1}}$`` as ``2×10⁻¹``; other text unchanged."""
+    import re
+
+    match = re.fullmatch(r"\$\\mathdefault\{(?:([^{}]+?)\\times)?(\d+)\^\{([-−\d]+)\}\}\$", text)
+    if not match:
+        return text
+    coefficient, base, exponent = match.groups()
+    return f"{coefficient + '×' if coefficient else ''}{base}{exponent.translate(_SUPERSCRIPTS)}"
+
+
+class UnicodeLogFormatter(LogFormatterSciNotation):
+    """:class:`~matplotlib.ticker.LogFormatterSciNotation` with its labels as plain Unicode text (``10⁻³``)."""
+
+    def __call__(self, x, pos=None):
+        return _superscript_label(super().__call__(x, pos))
 
 
 def _drop_dense_minor_ticks(fig, decades=3):
