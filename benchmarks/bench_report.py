@@ -7,7 +7,7 @@ Usage::
     python benchmarks/bench_report.py --baseline /tmp/crossent-base/src --quick-only --reps 1   # a check (~1 min)
     python benchmarks/bench_report.py --compare OLD/results.json NEW/results.json              # numbers only
 
-Each run is a fresh ``python -m crossent report [--quick] --out TMP --no-progress``
+Each run is a fresh ``python -m crossent report [--quick] [--jobs N] --out TMP --no-progress``
 with ``PYTHONPATH`` pointing at the version's ``src`` (the same interpreter and
 packages for both), timed from start to exit.  First one warm-up run of each
 version (it builds matplotlib's font cache and Python's bytecode), then
@@ -38,10 +38,11 @@ NEW_SRC = Path(__file__).resolve().parents[1] / "src"
 NEURON_EXPERIMENTS = ("sigmoid", "gradient_factor", "saturated_neuron", "loss_surfaces", "one_parameter", "information")
 
 
-def run_report(src, out, quick, timeout, jobs=1):
-    """Wall seconds of one ``crossent report`` with ``PYTHONPATH=src``; raises if it fails."""
+def run_report(src, out, quick, timeout, jobs=None):
+    """Wall seconds of one ``crossent report`` with ``PYTHONPATH=src`` (``--jobs`` only if given); raises if it fails."""
     env = dict(os.environ, PYTHONPATH=str(src))
-    cmd = [sys.executable, "-m", "crossent", "report", "--out", str(out), "--no-progress", "--force", "--jobs", str(jobs)]
+    cmd = [sys.executable, "-m", "crossent", "report", "--out", str(out), "--no-progress", "--force"]
+    cmd += [] if jobs is None else ["--jobs", str(jobs)]
     start = time.perf_counter()
     proc = subprocess.run(cmd + (["--quick"] if quick else []), env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - start
@@ -50,7 +51,7 @@ def run_report(src, out, quick, timeout, jobs=1):
     return seconds
 
 
-def time_ab(baseline, quick, reps, timeout, work, jobs=1):
+def time_ab(baseline, quick, reps, timeout, work, jobs=None):
     """Warm-up, then `reps` interleaved runs of each version; rows and the last results.json of each."""
     versions = {"baseline": Path(baseline), "new": NEW_SRC}
     times = {name: [] for name in versions}
@@ -59,7 +60,7 @@ def time_ab(baseline, quick, reps, timeout, work, jobs=1):
     for _ in range(reps):
         for name, src in versions.items():
             times[name].append(run_report(src, work / name, quick, timeout, jobs))
-    mode = ("--quick" if quick else "default") + (f" --jobs {jobs}" if jobs > 1 else "")
+    mode = ("--quick" if quick else "default") + (f" --jobs {jobs}" if jobs is not None else "")
     rows = [{"mode": mode, "version": name, "src": str(versions[name]), "times_s": [round(t, 3) for t in times[name]],
              "median_s": round(statistics.median(times[name]), 3)} for name in versions]
     speedup = rows[0]["median_s"] / rows[1]["median_s"]
@@ -161,7 +162,9 @@ def main(argv=None):
     parser.add_argument("--baseline", help="the baseline's src folder (a checkout of main before this change)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each version after the warm-up (default 3)")
     parser.add_argument("--quick-only", action="store_true", help="only the --quick report")
-    parser.add_argument("--jobs", type=int, default=1, help="--jobs of both versions' reports (default 1, the default)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="--jobs of both versions' reports (default: none given, each version's own default: "
+                             "1 before issue 14, the usable cores after)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds allowed for one report run")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"), help="results folder")
     parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="only compare two results.json files")
