@@ -335,7 +335,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     those of :mod:`crossent._rules`.
 
     How: the tokens are taken in chunks (``chunk_size``, default
-    :func:`default_chunk_size`: at most 256 and three sixteenths of the batch) and each chunk's logits in tiles
+    :func:`default_chunk_size`: at most 512 and three sixteenths of the batch) and each chunk's logits in tiles
     of ``vocab_tile`` classes (default: about 2 MiB).  Each tile's logits are
     shifted by the tile maximum (``z - m_k <= 0``: ``exp`` never overflows; a
     large common offset cancels exactly) and reduced to a few sums per token,
