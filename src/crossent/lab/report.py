@@ -138,9 +138,12 @@ def _run_experiments(ctx, jobs, progress):
 
     from .schedule import run_on_pool, run_serially
 
+    class Bar(tqdm):
+        monitor_interval = 0  # no monitor thread: the worker processes are forked from this one
+
     show = sys.stderr.isatty() if progress is None else bool(progress)
     todo = experiments()
-    with tqdm(total=len(todo), desc="crossent report", unit="experiment", file=sys.stderr, disable=not show) as bar:
+    with Bar(total=len(todo), desc="crossent report", unit="experiment", file=sys.stderr, disable=not show) as bar:
         def done(index):
             bar.set_postfix_str(todo[index].__name__)
             bar.update()
