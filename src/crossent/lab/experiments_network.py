@@ -231,8 +231,8 @@ def digits_sigmoid(ctx):
     t, tf = ctx.t, ctx.tf
     size = sizes_for(ctx.quick)
     seeds = [ctx.seed + i for i in range(size["seeds"])]
-    specs, bc_specs, _ = _digits_sigmoid_specs(ctx)
-    histories = run_specs(ctx, digits_sigmoid.specs(ctx))
+    specs, bc_specs, calibration = _digits_sigmoid_specs(ctx)
+    histories = run_specs(ctx, specs + bc_specs + calibration)
     runs, bc_runs = histories[: len(specs)], histories[len(specs): len(specs) + len(bc_specs)]
     fig, axes = new_figure(3, width=14.0, height=5.2,
                            layout=dict(left=0.04, right=0.995, bottom=0.092, top=0.915, wspace=0.15))
@@ -325,7 +325,7 @@ def relu_question(ctx):
     size = sizes_for(ctx.quick)
     seeds = [ctx.seed + i for i in range(size["relu_seeds"])]
     grid_specs, wrong_specs = _relu_specs(ctx)
-    histories = run_specs(ctx, relu_question.specs(ctx))
+    histories = run_specs(ctx, grid_specs + wrong_specs)
     grid, wrong = histories[: len(grid_specs)], histories[len(grid_specs):]
     numbers = {"seeds": seeds, "epochs": size["relu_epochs"], "learning_rates": RELU_LEARNING_RATES,
                "wrong_bias": WRONG_BIAS, "wrong_learning_rate": WRONG_LEARNING_RATE, "grid": {}, "grid_per_seed": {},
