@@ -17,7 +17,6 @@ partial products ``G_r W_r`` add up to ``G W``), as Megatron-LM's
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.distributed as dist
@@ -26,6 +25,7 @@ from torch.autograd.function import once_differentiable
 from crossent._rules import CrossEntropyOptions, check_ignore_index, check_nonnegative_scalar
 
 from .. import _checks, _plain
+from ..linear import _head
 from . import _comm, _softmax
 from .logits import check_class_weight, check_targets, signature
 
@@ -156,23 +156,9 @@ class _LinearLogProbs(torch.autograd.Function):
 
 
 def _check_linear(hidden, weight_shard, target, bias_shard, chunk_size):
-    for name, tensor in (("hidden", hidden), ("weight_shard", weight_shard)):
-        _checks.check_float_tensor(tensor, name)
-    if weight_shard.ndim != 2:
-        raise ValueError(f"`weight_shard` must have shape (V_r, D), got {tuple(weight_shard.shape)}.")
-    if hidden.ndim < 1 or hidden.shape[-1] != weight_shard.shape[1]:
-        raise ValueError(f"`hidden` must end with D={weight_shard.shape[1]} features, got shape {tuple(hidden.shape)}.")
-    if bias_shard is not None:
-        _checks.check_float_tensor(bias_shard, "bias_shard")
-        if bias_shard.shape != weight_shard.shape[:1]:
-            raise ValueError(f"`bias_shard` must have shape ({weight_shard.shape[0]},), got {tuple(bias_shard.shape)}.")
-    for name, tensor in (("weight_shard", weight_shard), ("bias_shard", bias_shard)):
-        if tensor is not None and (tensor.dtype != hidden.dtype or tensor.device != hidden.device):
-            raise TypeError(f"`{name}` must have the dtype and device of `hidden` ({hidden.dtype}, {hidden.device}),"
-                            f" got {tensor.dtype}, {tensor.device}.")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral)
-                                   or chunk_size < 1):
-        raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}.")
+    _head.check_projection(hidden, weight_shard, bias_shard, weight_name="weight_shard", bias_name="bias_shard",
+                           rows="V_r", min_rows=0)  # a shard may hold no class
+    _head.check_block_knob("chunk_size", chunk_size)
     labels = check_targets(target, hidden.shape[:-1]).to(hidden.device)
     return hidden.reshape(-1, hidden.shape[-1]), labels
 

@@ -47,21 +47,37 @@ class HeadOptions(NamedTuple):
         return logits / self.temperature if self.temperature != 1.0 else logits
 
 
-def check_linear_arguments(hidden, weight, target, bias, chunk_size, vocab_tile) -> None:
-    for name, tensor in (("hidden", hidden), ("weight", weight)):
+def check_projection(hidden, weight, bias, *, weight_name="weight", bias_name="bias", rows="V", min_rows=1):
+    """Check the operands of ``hidden @ weight.T + bias``: float tensors, ``(rows, D)`` weights with at least
+    `min_rows` rows, ``D`` features at the end of `hidden`, a ``(rows,)`` bias, one dtype and device.
+
+    The names are those of the caller's parameters (the vocabulary-parallel head checks a shard, which may be empty).
+    """
+    for name, tensor in (("hidden", hidden), (weight_name, weight)):
         _checks.check_float_tensor(tensor, name)
-    if weight.ndim != 2 or weight.shape[0] == 0:
-        raise ValueError(f"`weight` must have shape (V, D) with V >= 1, got {tuple(weight.shape)}.")
+    if weight.ndim != 2 or weight.shape[0] < min_rows:
+        least = f" with {rows} >= {min_rows}" if min_rows else ""
+        raise ValueError(f"`{weight_name}` must have shape ({rows}, D){least}, got {tuple(weight.shape)}.")
     if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(f"`hidden` must end with D={weight.shape[1]} features, got shape {tuple(hidden.shape)}.")
     if bias is not None:
-        _checks.check_float_tensor(bias, "bias")
+        _checks.check_float_tensor(bias, bias_name)
         if bias.shape != weight.shape[:1]:
-            raise ValueError(f"`bias` must have shape ({weight.shape[0]},), got {tuple(bias.shape)}.")
-    for name, tensor in (("weight", weight), ("bias", bias)):
+            raise ValueError(f"`{bias_name}` must have shape ({weight.shape[0]},), got {tuple(bias.shape)}.")
+    for name, tensor in ((weight_name, weight), (bias_name, bias)):
         if tensor is not None and (tensor.dtype != hidden.dtype or tensor.device != hidden.device):
             raise TypeError(f"`{name}` must have the dtype and device of `hidden` ({hidden.dtype}, {hidden.device}),"
                             f" got {tensor.dtype}, {tensor.device}.")
+
+
+def check_block_knob(name, value):
+    """A tuning knob (``chunk_size``, ``vocab_tile``): None or a positive integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+
+
+def check_linear_arguments(hidden, weight, target, bias, chunk_size, vocab_tile) -> None:
+    check_projection(hidden, weight, bias)
     if not isinstance(target, torch.Tensor) or target.is_floating_point() or target.dtype == torch.bool:
         got = getattr(target, "dtype", type(target).__name__)
         raise TypeError(f"`target` must be an integer tensor of class indices, got {got}.")
@@ -70,8 +86,7 @@ def check_linear_arguments(hidden, weight, target, bias, chunk_size, vocab_tile)
     if target.device != hidden.device:
         raise TypeError(f"`target` must be on the device of `hidden` ({hidden.device}), got {target.device}.")
     for name, value in (("chunk_size", chunk_size), ("vocab_tile", vocab_tile)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
-            raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}.")
+        check_block_knob(name, value)
 
 
 def check_class_weight(class_weight, hidden, num_classes):
