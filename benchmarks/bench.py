@@ -307,6 +307,14 @@ def child_main(args):
 # ---------------------------------------------------------------- parent side
 
 
+def add_child_arguments(parser, *, timeout):
+    """The options of every side-by-side benchmark script: the time allowed to each child process, the
+    results folder, and the hidden ``--child`` through which :func:`run_child` hands a job to the script."""
+    parser.add_argument("--timeout", type=int, default=timeout, help="seconds allowed per child process")
+    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+
+
 def run_child(job, timeout, script=__file__):
     """Run `script` --child JOB in a fresh process (2 threads); its RESULT line as a dict, or an error row."""
     cmd = [sys.executable, str(Path(script).resolve()), "--child", json.dumps(job)]
@@ -427,9 +435,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="keep cases/providers whose 'case provider' name contains one of these")
     parser.add_argument("--cases", nargs="*", choices=list(PROVIDERS), help="run only these cases (default: all)")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions after the warm-up (default 5)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per child process")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_child_arguments(parser, timeout=900)
     args = parser.parse_args(argv)
     if args.reps < 5 and not args.quick:
         parser.error("--reps must be at least 5 (the issue asks for the median of >= 5)")

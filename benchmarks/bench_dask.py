@@ -315,9 +315,7 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="keep providers whose name contains one of these")
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each command after a warm-up (default 3)")
     parser.add_argument("--data-dir", help="where the Parquet data set is written once and reused")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per child process")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    bench.add_child_arguments(parser, timeout=1800)
     args = parser.parse_args(argv)
     if args.child:
         child_main(json.loads(args.child))

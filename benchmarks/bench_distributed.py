@@ -225,9 +225,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that every provider runs")
     parser.add_argument("--only", nargs="*", help="keep providers whose 'case provider' name contains one of these")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions after the warm-up (default 5)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per child process")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    bench.add_child_arguments(parser, timeout=900)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args)

@@ -285,9 +285,7 @@ def main(argv=None):
     parser.add_argument("--shapes", nargs="*", help="keep only these shapes, written NxDxV (default: all)")
     parser.add_argument("--only", nargs="*", help="keep jobs whose 'case provider dtype' contains one of these")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default 5, 3 at large shapes)")
-    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per child process")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    bench.add_child_arguments(parser, timeout=1800)
     args = parser.parse_args(argv)
     if args.child:
         child_main(json.loads(args.child))

@@ -278,9 +278,7 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=None,
                         help="timed repetitions after the warm-up (default 5; --ab: 21 pairs)")
     parser.add_argument("--ab", action="store_true", help="only the speed target: interleaved pairs in one process")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per child process")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON results")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    bench.add_child_arguments(parser, timeout=900)
     args = parser.parse_args(argv)
     if args.reps is None:
         args.reps = 21 if args.ab else 5
