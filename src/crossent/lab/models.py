@@ -9,10 +9,17 @@ softmax Jacobian-vector product, which are not loss math).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
 from .. import losses, measures
+from .._rules import CrossEntropyOptions
+from ..losses.binary import sigmoid_bce_terms
+from ..losses.regression import squared_error_terms
+from ..losses.softmax_ce import softmax_ce_2d
+
+_PER_EXAMPLE = CrossEntropyOptions(reduction="none")
 
 NEURON_LOSSES = ("mse", "cross_entropy")
 HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu")
@@ -121,7 +128,15 @@ def _targets(labels, n_out):
     """One-hot targets (or a 0/1 column for a single output unit)."""
     if n_out == 1:
         return labels.astype(np.float64)[..., None]
-    return np.eye(n_out)[labels]
+    return _identity(n_out)[labels]
+
+
+@lru_cache(maxsize=None)
+def _identity(n):
+    """The n x n identity (read-only: shared by every training step)."""
+    eye = np.eye(n)
+    eye.flags.writeable = False
+    return eye
 
 
 def head_loss_and_grad(z, labels, head):
@@ -157,11 +172,14 @@ def head_loss_and_grad(z, labels, head):
         # safe inside a fork()ed process pool; batches here are tiny anyway).
         if n_out == 1:
             raise ValueError("`head`='softmax_ce' needs at least 2 output units.")
-        loss, grad = losses.softmax_cross_entropy_with_grad(z, labels, reduction="none", backend="reference")
-        return loss.mean(axis=-1), grad / n
+        # the library's float64 reference core without its checks (z is finite, the labels are class indices):
+        # the per-step cost of a small batch is mostly the checks; the numbers are the public function's
+        loss, grad = softmax_ce_2d(np.ascontiguousarray(z, dtype=np.float64).reshape(-1, n_out),
+                                   labels.reshape(-1).astype(np.int64, copy=False), None, _PER_EXAMPLE)
+        return loss.reshape(z.shape[:-1]).mean(axis=-1), grad.reshape(z.shape) / n
     targets = _targets(labels, n_out)
     if head == "sigmoid_bce":
-        loss, grad = losses.sigmoid_binary_cross_entropy_with_grad(z, targets, reduction="none")
+        loss, grad = sigmoid_bce_terms(z, targets, targets)  # sigmoid_binary_cross_entropy_with_grad, unchecked
         return loss.sum(axis=-1).mean(axis=-1), grad / n
     if head == "sigmoid_mse":
         a = losses.sigmoid(z)
@@ -169,7 +187,7 @@ def head_loss_and_grad(z, labels, head):
         a = losses.softmax(z, axis=-1)
     else:
         a = z
-    loss, grad_a = losses.mean_squared_error_with_grad(a, targets, reduction="none")
+    loss, grad_a = squared_error_terms(a, targets)  # mean_squared_error_with_grad, unchecked
     loss, grad_a = 0.5 * loss.sum(axis=-1).mean(axis=-1), 0.5 * grad_a / n
     if head == "sigmoid_mse":
         return loss, grad_a * losses.sigmoid_derivative(z)

@@ -158,24 +158,20 @@ class MLPStack:
         histories = [{"train_loss": [], "test_accuracy": [], "test_nll": [], "test_ece": [], "diverged": False}
                      for _ in range(M)]
         active = np.ones(M, dtype=bool)
+        uniform = bool((sizes == sizes[0]).all())  # every network has as many rows: one run per step
         orders = np.zeros((M, sizes.max()), dtype=np.int64)  # row m: network m's order, padded past sizes[m]
         for _ in range(int(epochs)):
             for m, (rng, r) in enumerate(zip(rngs, rows)):
                 orders[m, : len(r)] = r[rng.permutation(len(r))]
             losses = np.full((-(-sizes.max() // batch_size), M), np.nan)
             for k, start in enumerate(range(0, sizes.max(), batch_size)):
-                batch = np.clip(sizes - start, 0, batch_size)  # each network's batch at this step (0: waits)
-                edges = [0, *(np.flatnonzero(np.diff(batch)) + 1).tolist(), M]
-                for first, stop in zip(edges[:-1], edges[1:]):  # runs of equal batches
-                    n = int(batch[first])
-                    if n == 0:
-                        continue
+                for first, stop, n in _equal_batches(sizes, start, batch_size, uniform):
                     idx = orders[first:stop, start : start + n]
                     loss, finite = self.sgd_step(X[idx], y[idx], lr[first:stop], active[first:stop], first, stop)
                     losses[k, first:stop] = loss
-                    stopped = np.zeros(M, dtype=bool)
-                    stopped[first:stop] = active[first:stop] & ~finite
-                    if stopped.any():
+                    if not finite.all() and (active[first:stop] & ~finite).any():
+                        stopped = np.zeros(M, dtype=bool)
+                        stopped[first:stop] = active[first:stop] & ~finite
                         active &= ~stopped
                         for m in np.flatnonzero(stopped):
                             histories[m]["diverged"] = True
@@ -193,3 +189,12 @@ class MLPStack:
                 h["test_nll"].append(float(nll[m]))
                 h["test_ece"].append(float(ece[m]))
         return histories
+
+
+def _equal_batches(sizes, start, batch_size, uniform):
+    """The runs ``(first, stop, n)`` of neighbouring networks with equal batches of ``n > 0`` rows at `start`."""
+    if uniform:
+        return [(0, len(sizes), min(batch_size, int(sizes[0]) - start))]
+    batch = np.clip(sizes - start, 0, batch_size)  # each network's batch at this step (0: waits)
+    edges = [0, *(np.flatnonzero(np.diff(batch)) + 1).tolist(), len(sizes)]
+    return [(first, stop, int(batch[first])) for first, stop in zip(edges[:-1], edges[1:]) if batch[first] > 0]

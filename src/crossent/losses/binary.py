@@ -61,15 +61,31 @@ def sigmoid_binary_cross_entropy_with_grad(
     sample_weight = _broadcast_weight(sample_weight, "sample_weight", logits.shape)
 
     y = _smooth_binary(labels, label_smoothing)
-    positive = y if pos_weight is None else pos_weight * y
-    # log sigma(z) = log_expit(z) and log(1 - sigma(z)) = log_expit(-z): exact
-    # for any finite z, where log(1 - expit(z)) would give log(0) = -inf at z = 40.
-    losses = 0.0 - (positive * special.log_expit(logits) + (1.0 - y) * special.log_expit(-logits))
-    grads = (1.0 - y) * special.expit(logits) - positive * special.expit(-logits)
+    losses, grads = sigmoid_bce_terms(logits, y, y if pos_weight is None else pos_weight * y)
     if sample_weight is not None:
         losses = losses * sample_weight
         grads = grads * sample_weight
     return _reduce(losses, grads, reduction, logits.size, dtype)
+
+
+def sigmoid_bce_terms(logits: np.ndarray, y: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""The elementwise terms of :func:`sigmoid_binary_cross_entropy_with_grad`, unchecked and unreduced.
+
+    :math:`-[p\,\log\sigma(z) + (1-y)\log(1-\sigma(z))]` and its derivative
+    :math:`(1-y)\,\sigma(z) - p\,\sigma(-z)`, with :math:`p` = `positive` (the
+    target times any positive weight), for float64 arrays the caller has
+    validated (the lab's training loop calls it on every step).
+
+    Examples:
+        >>> losses, grads = sigmoid_bce_terms(np.array([0.0]), np.array([1.0]), np.array([1.0]))
+        >>> losses.round(6).tolist(), grads.tolist()
+        ([0.693147], [-0.5])
+    """
+    # log sigma(z) = log_expit(z) and log(1 - sigma(z)) = log_expit(-z): exact
+    # for any finite z, where log(1 - expit(z)) would give log(0) = -inf at z = 40.
+    losses = 0.0 - (positive * special.log_expit(logits) + (1.0 - y) * special.log_expit(-logits))
+    grads = (1.0 - y) * special.expit(logits) - positive * special.expit(-logits)
+    return losses, grads
 
 
 def sigmoid_binary_cross_entropy(
