@@ -88,6 +88,29 @@ class TestHeads:
         expected = -np.mean(losses.log_softmax(z)[np.arange(2), labels])
         assert float(head_loss_and_grad(z, labels, "softmax_ce")[0]) == pytest.approx(expected, rel=1e-14)
 
+    @pytest.mark.parametrize("head", HEADS)
+    def test_heads_are_the_public_losses_bit_for_bit(self, head):
+        """The heads call the losses' unchecked cores: the same bits as the public, checked functions."""
+        rng = np.random.default_rng(7)
+        z = rng.normal(size=(3, 6, 4)) * np.array([1.0, 8.0, 40.0])[:, None, None]  # incl. saturated logits
+        labels = rng.integers(0, 4, size=(3, 6))
+        loss, grad = head_loss_and_grad(z, labels, head)
+        n, targets = z.shape[-2], np.eye(4)[labels]
+        if head == "softmax_ce":
+            rows, g = losses.softmax_cross_entropy_with_grad(z, labels, reduction="none", backend="reference")
+            expected = rows.mean(axis=-1), g / n
+        elif head == "sigmoid_bce":
+            rows, g = losses.sigmoid_binary_cross_entropy_with_grad(z, targets, reduction="none")
+            expected = rows.sum(axis=-1).mean(axis=-1), g / n
+        else:
+            a = {"sigmoid_mse": losses.sigmoid, "softmax_mse": lambda v: losses.softmax(v, axis=-1),
+                 "linear_mse": lambda v: v}[head](z)
+            rows, g = losses.mean_squared_error_with_grad(a, targets, reduction="none")
+            expected = 0.5 * rows.sum(axis=-1).mean(axis=-1), None
+        np.testing.assert_array_equal(loss, expected[0])
+        if expected[1] is not None:
+            np.testing.assert_array_equal(grad, expected[1])
+
     def test_probabilities_are_distributions(self):
         z = np.random.default_rng(0).normal(size=(5, 4)) * 5
         for head in HEADS:
