@@ -89,3 +89,18 @@ def test_temperature_scaling_repairs_an_overconfident_model():
 def test_linear_head_is_refused():
     with pytest.raises(ValueError, match="`head`"):
         scaled_log_scores(np.zeros((2, 3)), "linear_mse")
+
+
+@pytest.mark.parametrize("head", ["softmax_ce", "sigmoid_mse"])
+def test_nll_of_many_temperatures_is_each_temperatures_nll(head, monkeypatch):
+    import crossent.lab.temperature as temperature
+
+    z, y = _overconfident(n=50, factor=2.0, seed=5)
+    temperatures = np.exp(np.linspace(-2.0, 2.0, 7))
+    whole = negative_log_likelihood(z, y, head, temperatures)
+    monkeypatch.setattr(temperature, "_BLOCK_ELEMENTS", 2 * z.size)  # blocks of 2 temperatures, the last of 1
+    blocks = negative_log_likelihood(z, y, head, temperatures)
+    one_by_one = [negative_log_likelihood(z, y, head, float(t)) for t in temperatures]
+    np.testing.assert_array_equal(blocks, whole)
+    np.testing.assert_allclose(whole, one_by_one, rtol=1e-14)
+    assert isinstance(one_by_one[0], float)
