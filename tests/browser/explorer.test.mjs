@@ -254,7 +254,9 @@ test("sections 2 and 3: start and η by keyboard, Nielsen's rule, the surface by
   assertClose(await value(page, "neuron-b"), 2.1, "b from the arrow key");
   await expectValues(page, { "surface-mse-J": m.surfacePoint(1.9, 2.1, 1, 0, "mse").J,
     "surface-ce-J": m.surfacePoint(1.9, 2.1, 1, 0, "cross_entropy").J }, "J at the new start");
-  // play: the animation reaches step 300
+  // play: the animation reaches step 300, also where the frames' timestamps lag the click's clock (a busy
+  // machine: the first frame's timestamp can precede performance.now() in the click handler)
+  await page.evaluate(() => { const now = performance.now.bind(performance); performance.now = () => now() + 50; });
   await page.locator("#neuron-play").click();
   await page.waitForFunction(() => document.querySelector('[data-testid="neuron-t"]').dataset.value === "300", null, { timeout: 10000 });
   await checkShownPrecision(page);

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { LANGUAGES, STRINGS, translate } from "../../src/crossent/lab/static/explorer/i18n.js";
 import { DEFAULTS, formatState, parseState } from "../../src/crossent/lab/static/explorer/state.js";
 import { formatNumber } from "../../src/crossent/lab/static/explorer/format.js";
+import { playedStep } from "../../src/crossent/lab/static/explorer/sec_neuron.js";
 import { glossary } from "./vectors.mjs";
 
 test("every string exists in both languages and every term comes from the glossary", () => {
@@ -84,4 +85,9 @@ test("numbers are shown at four significant digits, infinity as ∞", () => {
   assert.equal(formatNumber(0.0120087), "0.01201");
   assert.equal(formatNumber(4.248354255291589e-18), "4.248e-18");
   assert.equal(formatNumber(1.75), "1.750");
+});
+
+test("Play's step stays within the race whatever the frame clock gives", () => {
+  // a busy machine's first animation frame can carry a timestamp before the click's: never a step -1
+  assert.deepEqual([-50, -4, 0, 4, 6, 1500, 2995, 3000, 1e9].map(playedStep), [0, 0, 0, 0, 1, 150, 300, 300, 300]);
 });

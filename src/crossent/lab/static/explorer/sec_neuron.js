@@ -4,9 +4,16 @@ import { showNumber } from "./format.js";
 import { axes, clear, colormap, pathData, scale, svgElement } from "./draw.js";
 
 const STEPS = 300;
+const PLAY_MS = 3000; // Play shows the 300 steps in 3 s
 const COLORS = { mse: "#d62728", cross_entropy: "#1f77b4", nielsen: "#9467bd" };
 const round1 = (v) => Math.round(v * 10) / 10;
 const clamp4 = (v) => Math.min(4, Math.max(-4, v));
+
+// The step Play shows `elapsed` ms after its first frame: 0 to STEPS whatever the clock gives (never a
+// negative step or one past the race, which have no values to show).
+export function playedStep(elapsed) {
+  return Math.min(STEPS, Math.max(0, Math.round((elapsed / PLAY_MS) * STEPS)));
+}
 
 // Both races of the state: MSE and cross-entropy (Nielsen's rule if switched on), and the true-gradient
 // cross-entropy run at the same η for the comparison under Nielsen's picture.
@@ -55,9 +62,11 @@ export function mountNeuron(ctx) {
   byId("neuron-nielsen-preset").addEventListener("click", () => ctx.set({ nielsen: true, eta: 0.005, w: 2, b: 2 }));
   byId("neuron-play").addEventListener("click", () => {
     if (playing) cancelAnimationFrame(playing);
-    const start = performance.now();
+    // one clock: the frames' own timestamps (the first frame's can precede performance.now() here)
+    let start = null;
     const frame = (now) => {
-      const t = Math.min(STEPS, Math.round(((now - start) / 3000) * STEPS));
+      start ??= now;
+      const t = playedStep(now - start);
       ctx.set({ t });
       playing = t < STEPS ? requestAnimationFrame(frame) : null;
     };
