@@ -303,6 +303,21 @@ def test_run_report_validates(kwargs, name, tmp_path):
         report.run_report(tmp_path, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, name", [({"force": "yes"}, "force"), ({"quick": 1}, "quick"),
+                                          ({"progress": "x"}, "progress")])
+def test_run_report_flags_are_booleans(kwargs, name, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")  # force="yes" must not take this folder
+    with pytest.raises(TypeError, match=f"`{name}`"):
+        report.run_report(tmp_path, **kwargs)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_run_report_takes_numpy_integers(monkeypatch, tmp_path):
+    monkeypatch.setattr(report, "experiments", lambda: [_figure_experiment])
+    results, meta = report.run_report(tmp_path / "out", seed=np.int64(3), jobs=np.int64(1), progress=False)
+    assert results["seed"] == meta["seed"] == 3 and type(results["seed"]) is int and meta["jobs"] == 1
+
+
 # ------------------------------------------------------------------ the output folder (a one-experiment stand-in report)
 
 
@@ -477,3 +492,34 @@ def test_matplotlib_loads_only_when_a_report_runs():
     code = ("import sys, crossent, crossent.lab, crossent.cli; crossent.cli.build_parser(); "
             "print(*(m in sys.modules for m in ('matplotlib', 'sklearn', 'jinja2', 'scipy.optimize')))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False"] * 4
+
+
+def _ignore_sigterm_and_sleep(ready):
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a worker that has not yet run its initializer, in effect
+    Path(ready).write_text("ready")
+    time.sleep(120)
+
+
+def test_stopping_the_pool_ends_a_worker_whatever_its_sigterm_handling(tmp_path):
+    import multiprocessing
+    import threading
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    executor = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=report._quiet_worker)
+    executor.submit(_ignore_sigterm_and_sleep, str(tmp_path / "ready"))
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    processes = list(executor._processes.values())
+    stopper = threading.Thread(target=report._stop_workers, args=(executor,), daemon=True)
+    stopper.start()
+    stopper.join(30)
+    alive = [p for p in processes if p.is_alive()]
+    for p in alive:  # clean up after a failure
+        p.kill()
+    assert not stopper.is_alive() and alive == []

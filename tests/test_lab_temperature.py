@@ -104,3 +104,62 @@ def test_nll_of_many_temperatures_is_each_temperatures_nll(head, monkeypatch):
     np.testing.assert_array_equal(blocks, whole)
     np.testing.assert_allclose(whole, one_by_one, rtol=1e-14)
     assert isinstance(one_by_one[0], float)
+
+
+def test_saturated_sigmoid_scores_do_not_change_the_prediction():
+    # a validation set the model separates: the NLL keeps falling as T -> 0, so T ends at the interval's end
+    separable = np.array([[3.0, -3, -3], [-3, 3, -3], [-3, -3, 3]])
+    with pytest.warns(RuntimeWarning, match="lowest at the end"):
+        T = fit_temperature(separable, np.array([0, 1, 2]), "sigmoid_mse")
+    assert T == 0.05
+    # at z / T = 800 and 900 both log-sigmoid scores round to -0: the prediction still comes from z
+    outputs = {"validation_logits": separable, "validation_labels": np.array([0, 1, 2]),
+               "test_logits": np.array([[40.0, 45, -3], [2.0, 2.5, -1], [2.5, 2.0, -1]]), "test_labels": np.array([1, 1, 0])}
+    with pytest.warns(RuntimeWarning):
+        result = temperature_scaling(outputs, "sigmoid_mse")
+    assert result["before"]["accuracy"] == result["after"]["accuracy"] == 1.0
+    # rows 2 and 3: probabilities 1/2 and 1/2 (they round to a tie), both correct, so the ECE is |1 - 1/2|
+    after = calibration_metrics(outputs["test_logits"][1:], outputs["test_labels"][1:], "sigmoid_mse", T)
+    assert after["accuracy"] == 1.0 and after["ece"] == pytest.approx(0.5, rel=1e-6)
+    assert after["bins"]["accuracy"][np.flatnonzero(after["bins"]["count"])].tolist() == [1.0]
+
+
+def test_an_nll_that_does_not_depend_on_t_gives_t_1_with_a_warning():
+    for logits, labels, head in ((np.zeros((4, 3)), np.array([0, 1, 2, 0]), "softmax_ce"),
+                                 (np.array([[1.0], [2.0]]), np.array([0, 0]), "softmax_ce")):
+        with pytest.warns(RuntimeWarning, match="same at every temperature"):
+            assert fit_temperature(logits, labels, head) == 1.0
+
+
+@pytest.mark.parametrize("function", [fit_temperature, negative_log_likelihood, calibration_metrics])
+def test_bad_inputs_are_clear_errors(function):
+    z, y = np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([0, 1])
+    cases = [((np.zeros((0, 3)), np.zeros(0, int), "softmax_ce"), ValueError, "`logits`"),
+             ((z, y[:, None], "softmax_ce"), ValueError, "`labels`"),
+             ((z, y[:1], "softmax_ce"), ValueError, "`labels`"),
+             ((z, np.array([0, 2]), "softmax_ce"), ValueError, "`labels`"),
+             ((z, y.astype(float), "softmax_ce"), TypeError, "`labels`"),
+             ((z[0], y[:1], "softmax_ce"), ValueError, "`logits`"),
+             ((np.array([[np.nan, 0.0], [0.0, 1.0]]), y, "softmax_ce"), ValueError, "`logits`"),
+             ((z, y, None), ValueError, "`head`"),
+             ((z, y, "linear_mse"), ValueError, "`head`")]
+    if function is fit_temperature:  # z / 0.05, the smallest temperature tried, would overflow
+        cases.append(((np.array([[1e308, 0.0], [0.0, 1.0]]), y, "softmax_ce"), ValueError, "too large"))
+    for args, error, match in cases:
+        with pytest.raises(error, match=match):
+            function(*args)
+
+
+@pytest.mark.parametrize("function", [negative_log_likelihood, calibration_metrics])
+def test_bad_temperatures_are_clear_errors(function):
+    z, y = np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([0, 1])
+    for bad in (0.0, -1.0, np.inf, np.nan, np.array([[1.0]])):
+        with pytest.raises(ValueError, match="`temperature`"):
+            function(z, y, "softmax_ce", bad)
+    for bad in (True, "2", None):
+        with pytest.raises(TypeError, match="`temperature`"):
+            function(z, y, "softmax_ce", bad)
+    with pytest.raises(ValueError, match="`temperature`"):
+        calibration_metrics(z, y, "softmax_ce", np.array([1.0, 2.0]))  # one temperature per call
+    nll = (lambda r: r) if function is negative_log_likelihood else (lambda r: r["nll"])
+    assert nll(function(z, y, "softmax_ce", np.float32(2.0))) == nll(function(z, y, "softmax_ce", 2.0))

@@ -215,10 +215,13 @@ def head_probabilities(z, head):
     return a / a.sum(axis=-1, keepdims=True)
 
 
-def expected_calibration_error(probs, labels, *, bins=15):
+def expected_calibration_error(probs, labels, *, bins=15, predictions=None):
     r"""ECE: :math:`\sum_b \frac{|B_b|}{n}\,|\mathrm{acc}(B_b) - \mathrm{conf}(B_b)|` over confidence bins.
 
-    Returns ``(ece, table)`` where `table` has per-bin count, mean confidence, accuracy.
+    The confidence is each row's largest probability, and a row is correct
+    where its prediction -- `predictions`, by default the argmax of `probs` --
+    is its label.  Returns ``(ece, table)`` where `table` has per-bin count,
+    mean confidence, accuracy.
 
     Examples:
         >>> ece, _ = expected_calibration_error(np.array([[0.9, 0.1], [0.9, 0.1]]), np.array([0, 1]))
@@ -226,7 +229,7 @@ def expected_calibration_error(probs, labels, *, bins=15):
         0.4
     """
     confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    correct = (probs.argmax(axis=1) if predictions is None else predictions) == labels
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
     count = np.bincount(which, minlength=bins)

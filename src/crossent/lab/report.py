@@ -14,6 +14,7 @@ import contextlib
 import datetime as _dt
 import json
 import multiprocessing
+import numbers
 import os
 import platform
 import secrets
@@ -25,6 +26,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from .._validate import check_flag
 from ..kernels._pool import default_threads as available_cores
 from ._common import Context, pct
 from .explorer import write_explorer
@@ -87,10 +89,14 @@ def run_report(out=DEFAULT_OUT, *, quick=False, seed=0, jobs=None, progress=None
         >>> import tempfile
         >>> results, meta = run_report(tempfile.mkdtemp(), quick=True, progress=False)  # doctest: +SKIP
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"`seed` must be an integer from 0 to {MAX_SEED}, got {seed!r}.")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or jobs < 1):
         raise ValueError(f"`jobs` must be a positive integer or None, got {jobs!r}.")
+    seed, jobs = int(seed), (None if jobs is None else int(jobs))
+    quick, force = check_flag(quick, "quick"), check_flag(force, "force")
+    if progress is not None:
+        progress = check_flag(progress, "progress")
     if lang not in LANGUAGES:
         raise ValueError(f"`lang` must be one of {LANGUAGES}, got {lang!r}.")
     jobs = available_cores() if jobs is None else min(jobs, available_cores())
@@ -163,11 +169,18 @@ def _run_experiments(ctx, jobs, progress):
 
 
 def _stop_workers(executor):
-    """Cancel the tasks not started and end the worker processes at once."""
+    """Cancel the tasks not started and end the worker processes at once.
+
+    With SIGKILL: a worker that has just been forked still has this process's
+    SIGTERM handler until its initializer runs, and CPython drops a signal
+    that arrives in that window (a worker left waiting for work, and this
+    process waiting for it, for ever).  The workers hold nothing to clean up:
+    this process removes what they wrote.
+    """
     processes = list((getattr(executor, "_processes", None) or {}).values())  # CPython's ProcessPoolExecutor
     executor.shutdown(wait=False, cancel_futures=True)
     for process in processes:
-        process.terminate()
+        process.kill()
     for process in processes:
         process.join()
 
