@@ -102,6 +102,48 @@ def test_gradcheck_float64_with_every_option(reduction):
     assert torch.autograd.gradcheck(fn, leaves)
 
 
+@pytest.mark.parametrize("options", [{}, {"reduction": "sum"}, {"softcap": 2.0}, {"label_smoothing": 0.1},
+                                     {"softcap": 3.0, "z_loss": 1e-3, "chunk_size": 2, "vocab_tile": 3}])
+def test_backward_is_reentrant_for_gradcheck_at_its_default_tolerance(options):
+    # gradcheck runs backward twice through one graph and wants the same numbers (nondet_tol=0): the first
+    # backward hands on the gradients formed in forward, the second forms them again the same way
+    h, w, b, y = problem(n=5, d=3, v=7)
+    leaves = [t.clone().requires_grad_() for t in (h, w, b)]
+    assert torch.autograd.gradcheck(lambda h_, w_, b_: ct.linear_cross_entropy(h_, w_, y, b_, **options), leaves)
+    loss = ct.linear_cross_entropy(*leaves[:2], y, leaves[2], **options)
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    second = torch.autograd.grad(loss, leaves)
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softcap_turns_a_minus_infinite_bias_into_a_finite_logit_also_under_smoothing(reduction):
+    # c tanh(-inf / c) = -c: nothing is masked, so smoothing gives a finite loss (it was +inf)
+    h, w, b, _ = problem(n=4, d=3, v=5)
+    b = b.clone()
+    b[0] = -math.inf
+    y = torch.tensor([1, 2, 0, 4])  # row 3: the target is the capped class
+    leaves = [t.clone().requires_grad_() for t in (h, w)]
+    ours = ct.linear_cross_entropy(*leaves, y, b, softcap=4.0, label_smoothing=0.1, reduction=reduction)
+    ref = reference_loss(*leaves, y, b, softcap=4.0, label_smoothing=0.1, reduction=reduction)
+    assert bool(torch.isfinite(ours).all())
+    assert_close(ours, ref)
+    for a, c in zip(torch.autograd.grad(ours.sum(), leaves), torch.autograd.grad(ref.sum(), leaves)):
+        assert_close(a, c)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_softcap_and_temperature_beyond_the_compute_dtype_are_errors(dtype):
+    h, w, y = torch.zeros(4, 3, dtype=dtype), torch.zeros(5, 3, dtype=dtype), torch.zeros(4, dtype=torch.long)
+    for function in (ct.linear_cross_entropy, ct.linear_log_probs_and_entropy):
+        for name, value in (("temperature", 1e-39), ("softcap", 1e-39), ("softcap", 1e39), ("temperature", 1e39)):
+            with pytest.raises(ValueError, match=f"`{name}` must lie in"):
+                function(h, w, y, **{name: value})
+    # float64 holds them: the same values are fine there
+    assert torch.isfinite(ct.linear_cross_entropy(h.double(), w.double(), y, temperature=1e-39))
+
+
 def test_odd_shapes_float32_tiles_that_do_not_divide_the_vocabulary():
     h, w, b, y = problem(n=41, d=37, v=1271, dtype=torch.float32, seed=10)
     w = w / 37**0.5

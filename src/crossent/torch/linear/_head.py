@@ -40,6 +40,22 @@ class HeadOptions(NamedTuple):
                 raise ValueError(f"`{name}` must be {allowed}, got {value!r}.")
         return cls(None if softcap is None else float(softcap), float(temperature))
 
+    def check_range(self, dtype: torch.dtype) -> None:
+        """`softcap` and `temperature` within what the compute `dtype` holds, with their reciprocals
+        (which scale the logits): in ``[1/max, max]`` of the dtype, else a `ValueError` naming them.
+
+        Examples:
+            >>> HeadOptions.check(temperature=1e-39).check_range(torch.float32)
+            Traceback (most recent call last):
+            ...
+            ValueError: `temperature` must lie in [2.94e-39, 3.4e+38] for torch.float32 computations (it and its reciprocal scale the logits), got 1e-39.
+        """
+        top = torch.finfo(dtype).max
+        for name, value in (("softcap", self.softcap), ("temperature", self.temperature)):
+            if value is not None and not 1.0 / top <= value <= top:
+                raise ValueError(f"`{name}` must lie in [{1.0 / top:.3g}, {top:.3g}] for {dtype} computations (it and "
+                                 f"its reciprocal scale the logits), got {value!r}.")
+
     def apply(self, logits):
         """``softcap(logits) / T`` with differentiable torch ops (the reference path)."""
         if self.softcap is not None:

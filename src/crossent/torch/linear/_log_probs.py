@@ -203,6 +203,7 @@ def linear_log_probs_and_entropy(hidden, weight, target, bias=None, *, temperatu
     ignore_index = check_ignore_index(ignore_index)
     head = _head.HeadOptions.check(softcap, temperature)
     _head.check_linear_arguments(hidden, weight, target, bias, chunk_size, vocab_tile)
+    head.check_range(_checks.compute_dtype(hidden.dtype))
     if not isinstance(return_entropy, bool):
         raise TypeError(f"`return_entropy` must be a bool, got {return_entropy!r}.")
     num_classes = weight.shape[0]

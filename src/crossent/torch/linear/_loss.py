@@ -35,7 +35,7 @@ class _Rules(NamedTuple):
     masked_positive: bool  # ... one of which has a positive smoothing coefficient: the loss is +inf
 
 
-def _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile) -> _Rules:
+def _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile, softcap=None) -> _Rules:
     kept = _head.kept_rows(labels, options.ignore_index)
     cw = None if class_weight is None else class_weight.detach().to(dtype)
     if cw is None:
@@ -49,7 +49,7 @@ def _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile) 
         coef = (cw if cw is not None else torch.ones(num_classes, dtype=dtype, device=labels.device)) * (
             eps / num_classes)
         coef_sum = torch.stack([coef[lo:hi].sum() for lo, hi in _blocks.spans(num_classes, vocab_tile)])
-        if bias is not None:
+        if bias is not None and softcap is None:  # softcap maps a -inf bias to the finite logit -cap: no mask
             masked = bias.detach() == -math.inf
             clamp = bool(masked.any())
             masked_positive = clamp and bool((coef[masked] > 0).any())
@@ -166,7 +166,7 @@ def _forward(hidden, weight, bias, labels, class_weight, config: _Config, needs)
     options, head, chunk_size, vocab_tile, product_tile = config
     n, num_classes = hidden.shape[0], weight.shape[0]
     dtype = _checks.compute_dtype(hidden.dtype)
-    rules = _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile)
+    rules = _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile, head.softcap)
     precompute = options.reduction != "none" and any(needs)
     fast = precompute and dtype == hidden.dtype and head.softcap is None and not options.label_smoothing
     ws = _blocks.Workspace(hidden, weight, bias, chunk_size, vocab_tile, block=precompute, tiles=not fast)
@@ -219,7 +219,7 @@ def _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_
     options, head, chunk_size, vocab_tile, _ = config
     n, num_classes = hidden.shape[0], weight.shape[0]
     dtype = _checks.compute_dtype(hidden.dtype)
-    rules = _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile)
+    rules = _rules(labels, bias, class_weight, options, dtype, num_classes, vocab_tile, head.softcap)
     ws = _blocks.Workspace(hidden, weight, bias, chunk_size, vocab_tile)
     grads = _blocks.Gradients(ws, hidden, weight, bias, needs, min(chunk_size, n))
     scale = torch.where(rules.kept, coefficient.to(dtype), 0.0)
@@ -259,7 +259,7 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
     The gradients formed in forward are held by the node (not saved tensors),
     handed on by the first backward after an in-place scaling (no copy: a
     leaf adopts them as its ``.grad``), and dropped; a later backward through
-    a retained graph recomputes them from the saved inputs and per-row lse.
+    a retained graph forms them again as the forward did (the same numbers).
     """
 
     @staticmethod
@@ -293,15 +293,14 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
                     if g is not None:
                         g.mul_(grad_loss.to(g.dtype))
             return (*grads,) + (None,) * 4
-        dtype = frame.dtype
         if options.reduction == "none":
-            coefficient = grad_loss.reshape(-1).to(dtype)
-        else:  # as in forward (the same operations, so the same numbers), then scaled
-            rules = _rules(labels, None, class_weight, options, dtype, weight.shape[0], config.vocab_tile)
-            coefficient = _row_scale(rules, options.reduction)
-        grads = _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config,
-                                     ctx.needs_input_grad[:3], coefficient.expand(hidden.shape[0]))
-        if options.reduction != "none":
+            grads = _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config,
+                                         ctx.needs_input_grad[:3], grad_loss.reshape(-1).to(frame.dtype))
+            return (*grads,) + (None,) * 4
+        # a second backward through a retained graph: the forward's own computation again, so the same
+        # numbers as the first backward's (autograd's gradcheck asks for that), scaled the same way
+        grads = _forward(hidden, weight, bias, labels, class_weight, config, ctx.needs_input_grad[:3])[5]
+        if not _is_one(grad_loss):
             for g in grads:
                 if g is not None:
                     g.mul_(grad_loss.to(g.dtype))
@@ -413,6 +412,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
                                         reduction=reduction)
     head = _head.HeadOptions.check(softcap, temperature)
     _head.check_linear_arguments(hidden, weight, target, bias, chunk_size, vocab_tile)
+    head.check_range(_checks.compute_dtype(hidden.dtype))
     if not isinstance(return_stats, bool):
         raise TypeError(f"`return_stats` must be a bool, got {return_stats!r}.")
     num_classes = weight.shape[0]
