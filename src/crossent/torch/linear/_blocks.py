@@ -386,7 +386,9 @@ class Gradients:
     float32/float64 products accumulate in the gradients' own memory (the first
     tile or chunk writes, the next ones add).  float16/bfloat16 gradients
     accumulate in float32 (a ``V x D`` float32 buffer for the weight, a
-    ``chunk x D`` one for the hidden rows) and are rounded once at the end.
+    ``chunk x D`` one for the hidden rows) and are rounded once at the end of
+    the forward pass (an upstream gradient other than 1 then scales the rounded
+    values: a second rounding, exact for powers of two such as loss scales).
     """
 
     def __init__(self, ws: Workspace, hidden, weight, bias, needs, chunk_rows):

@@ -354,7 +354,8 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     input requires grad) only the forward products run.  float16/bfloat16
     inputs are computed in float32 (the softmax and every accumulation across
     tiles and chunks; on the CPU the products too, as bfloat16 matrix products
-    are slow there), their gradients rounded once at the end.
+    are slow there), their gradients rounded once at the end of the forward
+    pass (and again when scaled by an upstream gradient that is not a power of two).
 
     Memory: one ``chunk_size x V`` block in the compute dtype while gradients
     are formed in forward (21 MiB for 1024 tokens at V = 32768), otherwise two
