@@ -940,3 +940,29 @@ def test_ignore_index_true_is_a_type_error_everywhere():
     for f in (losses.softmax_cross_entropy, softmax_cross_entropy_fused):
         with pytest.raises(TypeError, match="`ignore_index` must be an integer or None, got True"):
             f(x, np.array([0, 1]), ignore_index=True)
+
+
+def test_unsigned_labels_never_wrap_to_a_kept_row_or_to_ignore_index():
+    x = np.array([[0.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="`ignore_index` must fit in int64"):
+        losses.softmax_cross_entropy(x, np.array([2**64 - 1, 0], np.uint64), ignore_index=2**64 - 1)
+    with pytest.raises(ValueError, match="`labels` must lie in"):  # 2**64 - 100 is not -100
+        losses.softmax_cross_entropy(x, np.array([2**64 - 100, 0], np.uint64), ignore_index=-100)
+    assert losses.softmax_cross_entropy(x, np.array([2, 0], np.uint64)) == losses.softmax_cross_entropy(x, [2, 0])
+
+
+def test_a_float32_loss_beyond_float32_is_inf_without_a_warning():
+    import warnings
+
+    x = np.array([[3e38, -3e38]], np.float32)  # -log p_1 = 6e38 > float32's max
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for backend in ("auto", "reference"):
+            assert np.isinf(losses.softmax_cross_entropy(x, np.array([1]), backend=backend))
+            assert np.isinf(losses.softmax_cross_entropy(x, np.array([1]), backend=backend, reduction="none")).all()
+        assert np.isinf(losses.sigmoid_binary_cross_entropy(np.float32([-1e30]), [1.0], pos_weight=1e10))
+    # the fused sigmoid kernel keeps its documented rule: a loss beyond the logits' dtype is a ValueError
+    from crossent import kernels
+
+    with pytest.raises(ValueError, match="overflows float32"):
+        kernels.sigmoid_binary_cross_entropy_fused(np.float32([3e38, 3e38]), np.zeros(2, np.float32), reduction="sum")

@@ -792,3 +792,9 @@ class TestProbes:
             for j, b in enumerate(y_values.tolist()):
                 assert table[i, j] == expected[(a, b)] / len(xs)
         assert m.mutual_information(table) >= 0
+
+
+def test_entropy_of_an_entry_a_rounding_above_one_is_zero_not_negative():
+    assert m.entropy([1.0000005, 0.0]) == 0.0
+    assert m.entropy(np.array([1.0003, 0.0], np.float32)) == 0.0
+    assert m.joint_entropy([[1.0000005]]) == 0.0

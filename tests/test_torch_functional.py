@@ -452,3 +452,27 @@ def test_cuda_tensors_use_torch_ops_and_match_cpu():
     ref = F.cross_entropy(hidden @ weight.T, y)
     for a, b in zip(torch.autograd.grad(loss, (hidden, weight)), torch.autograd.grad(ref, (hidden, weight))):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+
+
+def test_a_uint64_target_of_2_pow_63_is_an_error_not_ignore_index():
+    x = torch.tensor([[0.0, 2.0, 1.0], [1.0, 2.0, 3.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="2\\*\\*63 or more"):
+        ct.cross_entropy(x, torch.tensor([2**63, 0], dtype=torch.uint64), ignore_index=-(2**63))
+    torch.testing.assert_close(ct.cross_entropy(x, torch.tensor([2, 0], dtype=torch.uint64)),
+                               F.cross_entropy(x, torch.tensor([2, 0])))
+
+
+def test_bce_whose_target_requires_grad_checks_the_logits_and_keeps_the_input_dtype():
+    target = torch.tensor([0.0, 1.0], requires_grad=True)
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="`input` must be finite logits"):
+            ct.binary_cross_entropy_with_logits(torch.tensor([bad, 0.0]), target)
+    x = torch.randn(3, requires_grad=True)
+    soft = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    loss = ct.binary_cross_entropy_with_logits(x, soft)  # the plain path: the target requires grad
+    assert loss.dtype == ct.binary_cross_entropy_with_logits(x, soft.detach()).dtype == torch.float32
+    loss.backward()
+    reference = F.binary_cross_entropy_with_logits(x.detach().double(), soft.detach().requires_grad_())
+    reference.backward()
+    assert soft.grad.dtype == torch.float64
+    torch.testing.assert_close(loss, reference.float())

@@ -327,3 +327,14 @@ def test_sigmoid_bce_operator_passes_torch_library_opcheck(reduction):
     pos_weight = torch.rand(3, generator=gen(2), dtype=torch.float64)
     torch.library.opcheck(torch.ops.crossent.sigmoid_binary_cross_entropy.default,
                           (x, y, pos_weight, None, reduction, True))
+
+
+def test_inplace_backward_refuses_a_leaf_that_requires_grad():
+    weight = torch.randn(4, 5, requires_grad=True)  # e.g. a parameter used as logits
+    before = weight.detach().clone()
+    with pytest.raises(ValueError, match="`inplace_backward=True` would write the gradient into `input`"):
+        ct.cross_entropy(weight, torch.tensor([0, 1, 2, 3]), inplace_backward=True)
+    assert torch.equal(weight.detach(), before)
+    with torch.no_grad():  # nothing to write: allowed, and the leaf is left alone
+        ct.cross_entropy(weight, torch.tensor([0, 1, 2, 3]), inplace_backward=True)
+    assert torch.equal(weight.detach(), before)

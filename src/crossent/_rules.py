@@ -125,9 +125,12 @@ def check_ignore_index(ignore_index, *, allow_none: bool = True) -> int | None:
     if isinstance(ignore_index, (bool, np.bool_)):
         raise TypeError(f"`ignore_index` must be {what}, got {ignore_index!r}.")
     try:
-        return operator.index(ignore_index)
+        value = operator.index(ignore_index)
     except TypeError:
         raise TypeError(f"`ignore_index` must be {what}, got {ignore_index!r}.") from None
+    if not -(2**63) <= value < 2**63:  # labels are compared as int64 (torch's ignore_index is one too)
+        raise ValueError(f"`ignore_index` must fit in int64, [-2**63, 2**63 - 1], got {value}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,20 @@ def mean_scale(denominator: float) -> float:
         (0.25, 0.0)
     """
     return 1.0 / denominator if denominator > 0 else 0.0
+
+
+def in_dtype(value, dtype):
+    """A float64 loss (a number or an array) in the result `dtype`: beyond its range, +-inf, as the IEEE
+    cast gives (and as PyTorch returns), without NumPy's overflow warning.
+
+    Examples:
+        >>> in_dtype(6e38, np.float32), in_dtype(np.array([1.5, 1e39]), np.float32)
+        (np.float32(inf), array([1.5, inf], dtype=float32))
+    """
+    with np.errstate(over="ignore"):
+        if isinstance(value, np.ndarray):
+            return value.astype(dtype, copy=False)
+        return np.dtype(dtype).type(value)
 
 
 def scaled_total(total: float, scale: float) -> float:

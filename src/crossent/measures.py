@@ -140,8 +140,9 @@ def entropy(p, *, axis=-1, base=None, normalize=False):
     normalize = check_flag(normalize, "normalize")
     p = check_distribution(p, "p", axis, normalize)
     p = p.astype(compute_dtype(p.dtype), copy=False)
-    # entr(x) = -x log x with entr(0) = 0 exactly: no 0 * (-inf) = NaN.
-    return _finish(special.entr(p).sum(axis=axis), log_base)
+    # entr(x) = -x log x with entr(0) = 0 exactly: no 0 * (-inf) = NaN.  At least 0: an entry a rounding
+    # above 1, which the distribution check accepts, would make it a hair negative (as KL's clip below).
+    return _finish(np.maximum(special.entr(p).sum(axis=axis), 0), log_base)
 
 
 def cross_entropy(p, q, *, axis=-1, base=None, normalize=False):
@@ -303,7 +304,7 @@ def joint_entropy(pxy, *, base=None, normalize=False):
     """
     log_base = check_base(base)
     pxy = check_joint_table(pxy, normalize)
-    return _finish(special.entr(pxy).sum(), log_base)
+    return _finish(np.maximum(special.entr(pxy).sum(), 0), log_base)  # at least 0, as entropy
 
 
 def conditional_entropy(pxy, *, base=None, normalize=False):

@@ -109,7 +109,9 @@ def _backward(loss, logits):
 def _torch_cross_entropy(case, **keywords):
     logits = _to_torch(case.logits).requires_grad_(True)
     z_loss = dict(z_loss=case.z_loss) if case.z_loss else {}
-    loss = crossent.torch.cross_entropy(logits, _to_torch(case.labels), **_torch_options(case), **z_loss, **keywords)
+    # inplace_backward writes into its input: a layer's output, never a leaf that requires grad (refused)
+    given = logits.clone() if keywords.get("inplace_backward") else logits
+    loss = crossent.torch.cross_entropy(given, _to_torch(case.labels), **_torch_options(case), **z_loss, **keywords)
     return _backward(loss, logits)
 
 

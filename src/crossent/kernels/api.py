@@ -19,6 +19,7 @@ from .._rules import (
     check_class_weight,
     check_label_smoothing,
     check_reduction,
+    in_dtype,
     integer_label_denominator,
     reduction_scale,
     scaled_total,
@@ -173,9 +174,9 @@ def softmax_cross_entropy_core(logits, labels, class_weight, options: CrossEntro
     grad = _output(logits, inplace)
     row_loss = _numpy.softmax_cross_entropy(logits, grad, opt, _check_threads(num_threads), block)
     if options.reduction == "none":
-        return row_loss.astype(dtype), grad
+        return in_dtype(row_loss, dtype), grad
     # Summed in float64 (pairwise), so the reduction adds no float32 rounding.
-    return dtype.type(scaled_total(float(row_loss.sum()), opt.scale)), grad
+    return in_dtype(scaled_total(float(row_loss.sum()), opt.scale), dtype), grad
 
 
 def softmax_cross_entropy_fused(
@@ -356,4 +357,8 @@ def sigmoid_binary_cross_entropy_fused(
     )
     if reduction == "none":
         return losses.reshape(logits.shape), grad
-    return logits.dtype.type(losses * scale), grad
+    loss = in_dtype(losses * scale, logits.dtype)
+    if np.isinf(loss) and np.isfinite(losses):  # as each element's loss: the documented ValueError
+        raise ValueError(f"the {reduction} of the losses, {losses * scale!r}, overflows {logits.dtype}; "
+                         "compute in float64 or lower the weights.")
+    return loss, grad

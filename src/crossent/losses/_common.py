@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._rules import in_dtype
 from .._validate import as_float_array, check_same_shape, check_weights
 
 
@@ -43,13 +44,13 @@ def _broadcast_weight(weight, name: str, shape: tuple) -> np.ndarray | None:
 def _reduce(losses, grads, reduction: str, denominator: float, dtype: np.dtype):
     """Reduce elementwise losses; `grads` are the elementwise derivatives."""
     if reduction == "none":
-        return losses.astype(dtype), grads.astype(dtype)
+        return in_dtype(losses, dtype), grads.astype(dtype)
     total = np.sum(losses, dtype=np.float64)
     if reduction == "mean":
         if denominator == 0:  # nothing counted (empty input or zero total weight)
             return dtype.type(0.0), np.zeros(grads.shape, dtype)
-        return dtype.type(total / denominator), (grads / denominator).astype(dtype)
-    return dtype.type(total), grads.astype(dtype)
+        return in_dtype(total / denominator, dtype), (grads / denominator).astype(dtype)
+    return in_dtype(total, dtype), grads.astype(dtype)
 
 
 def _smooth_binary(labels: np.ndarray, label_smoothing: float) -> np.ndarray:

@@ -16,6 +16,7 @@ from .. import kernels
 from .._rules import (
     CrossEntropyOptions,
     check_class_weight,
+    in_dtype,
     integer_label_denominator,
     reduction_scale,
     scaled_total,
@@ -171,12 +172,12 @@ def softmax_ce_2d(logits, labels, class_weight, options: CrossEntropyOptions):
         grad = grad_coef[:, None] * probs - weighted_targets
         denominator = float(n)
 
-    rows = rows.astype(dtype, copy=False)
+    rows = in_dtype(rows, dtype)
     grad = grad.astype(dtype, copy=False)
     if options.reduction == "none":
         return rows, grad
     scale = reduction_scale(options.reduction, denominator)  # 0 when nothing counts: 0, not 0/0
-    return dtype.type(scaled_total(float(np.sum(rows, dtype=np.float64)), scale)), (grad * scale).astype(dtype, copy=False)
+    return in_dtype(scaled_total(float(np.sum(rows, dtype=np.float64)), scale), dtype), (grad * scale).astype(dtype, copy=False)
 
 
 _BACKENDS = ("auto", "fused", "reference")
@@ -329,8 +330,8 @@ def softmax_cross_entropy_with_grad(
     grad = grad2d.reshape(moved.shape)
     grad = (grad if axis == grad.ndim - 1 else np.moveaxis(grad, -1, axis)).astype(dtype, copy=False)
     if options.reduction == "none":
-        return loss.reshape(moved.shape[:-1]).astype(dtype), grad
-    return dtype.type(loss), grad
+        return in_dtype(loss.reshape(moved.shape[:-1]), dtype), grad
+    return in_dtype(loss, dtype), grad
 
 
 def softmax_cross_entropy(

@@ -126,6 +126,14 @@ def check_probability_targets(target: torch.Tensor, given_dtype: torch.dtype | N
         raise ValueError("`target` probabilities must be finite.")
 
 
+def check_finite_logits(input: torch.Tensor, name: str = "input") -> None:
+    """NaN or infinite logits are a `ValueError` (one pass, one sync)."""
+    if input.numel() and not bool(torch.isfinite(values(input)).all()):
+        bad = values(input)
+        idx = tuple(int(i) for i in torch.nonzero(~torch.isfinite(bad))[0])
+        raise ValueError(f"`{name}` must be finite logits, got {float(bad[idx])!r} at index {idx}.")
+
+
 def check_unit_interval_targets(target: torch.Tensor) -> None:
     """BCE targets in [0, 1] (NumPy min/max on CPU: no torch thread pool wakes up for two numbers)."""
     if target.numel() == 0:
@@ -211,9 +219,18 @@ def softmax_inputs(input, target, weight) -> SoftmaxInputs:
         if tuple(target.shape) != loss_shape:
             raise ValueError(f"`target` must have shape {loss_shape} for `input` of shape "
                              f"{tuple(input.shape)}, got {tuple(target.shape)}.")
-        target_rows = target.reshape(-1).to(torch.int64).contiguous()
+        target_rows = class_indices(target)
     weight = check_weight(weight, "weight", shape=(num_classes,))
     return SoftmaxInputs(input, class_last_rows(input), target_rows, weight, probability_targets, loss_shape)
+
+
+def class_indices(target: torch.Tensor, name: str = "target") -> torch.Tensor:
+    """Integer class indices as a flat, contiguous int64 tensor; a uint64 index of 2**63 or more (which
+    the cast would wrap to a negative number, perhaps to `ignore_index`) is a `ValueError`."""
+    rows = target.reshape(-1).to(torch.int64)
+    if target.dtype == getattr(torch, "uint64", None) and bool((rows < 0).any()):
+        raise ValueError(f"`{name}` holds a class index of 2**63 or more, which no class has.")
+    return rows.contiguous()
 
 
 def check_softmax_values(target, weight, num_classes: int, options, logits_dtype: torch.dtype | None = None) -> None:

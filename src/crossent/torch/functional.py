@@ -9,6 +9,7 @@ requires grad, and inside ``torch.func`` transforms.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 from crossent import _rules, _validate
@@ -62,7 +63,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             for logits that nothing reads after the loss (e.g. the output of a
             final ``nn.Linear``, whose backward needs its input and weight, not
             its output): afterwards `input` holds the gradient, and autograd
-            raises if another node saved it.  No second derivatives; ignored
+            raises if another node saved it.  A leaf that requires grad (a
+            parameter) is a `ValueError`, as torch refuses in-place ops on it.  No second derivatives; ignored
             under ``torch.compile`` and ``torch.func`` transforms.
 
     Returns:
@@ -88,6 +90,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 
 def cross_entropy_with_options(input, target, weight, options: CrossEntropyOptions, *, inplace_backward=False):
     """:func:`cross_entropy` with options already checked (by the function or by a module)."""
+    if inplace_backward and isinstance(input, torch.Tensor) and input.is_leaf and input.requires_grad \
+            and torch.is_grad_enabled():
+        # torch refuses an in-place op on such a leaf too: it would overwrite a parameter with its gradient
+        raise ValueError("`inplace_backward=True` would write the gradient into `input`, a leaf tensor that requires "
+                         "grad (a parameter?); pass the output of the layer that makes the logits, or leave it False.")
     inputs = _checks.softmax_inputs(input, target, weight)
     if inputs.probability_targets:
         options = options.for_probability_targets()
@@ -155,10 +162,13 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
              and _checks.compute_dtype(input.dtype) in _checks.KERNEL_DTYPES and not _checks.under_transform())
     if fused:
         return _ops.sigmoid_binary_cross_entropy(input, target, pos_weight, weight, reduction).to(input.dtype)
+    _checks.check_finite_logits(input, "input")
     _checks.check_unit_interval_targets(target)
     _checks.check_weight_values(weight, "weight")
     _checks.check_weight_values(pos_weight, "pos_weight")
-    loss = F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
+    # in the input's dtype, as the fused path (torch would promote to a float64 target's dtype)
+    loss = F.binary_cross_entropy_with_logits(input, target.to(input.dtype), weight, reduction=reduction,
+                                              pos_weight=pos_weight).to(input.dtype)
     if input.numel() == 0 and reduction == "mean":
         loss = loss.nan_to_num(0.0)  # an empty batch: 0, as for cross_entropy
     return loss

@@ -28,7 +28,7 @@ def check_targets(target, batch_shape, name="target"):
         raise TypeError(f"`{name}` must be an integer tensor of class indices, got {got}.")
     if tuple(target.shape) != tuple(batch_shape):
         raise ValueError(f"`{name}` must have shape {tuple(batch_shape)}, got {tuple(target.shape)}.")
-    return target.reshape(-1).to(torch.int64)
+    return _checks.class_indices(target, name)
 
 
 def check_class_weight(class_weight, device):

@@ -208,7 +208,7 @@ def linear_log_probs_and_entropy(hidden, weight, target, bias=None, *, temperatu
         raise TypeError(f"`return_entropy` must be a bool, got {return_entropy!r}.")
     num_classes = weight.shape[0]
     hidden2d = hidden.reshape(-1, hidden.shape[-1])
-    labels = target.reshape(-1).to(torch.int64).contiguous()
+    labels = _checks.class_indices(target)
     _checks.check_class_labels(labels, num_classes, ignore_index)
     kept = _head.kept_rows(labels, ignore_index)
     if _checks.under_transform():

@@ -419,7 +419,7 @@ def linear_cross_entropy(hidden, weight, target, bias=None, *, ignore_index=-100
     num_classes = weight.shape[0]
     class_weight = _head.check_class_weight(class_weight, hidden, num_classes)
     hidden2d = hidden.reshape(-1, hidden.shape[-1])
-    labels = target.reshape(-1).to(torch.int64).contiguous()
+    labels = _checks.class_indices(target)
     _checks.check_class_labels(labels, num_classes, options.ignore_index)
     if _checks.under_transform() or (class_weight is not None and class_weight.requires_grad):
         loss, stats = _head.plain_loss_and_stats(hidden2d, weight, bias, labels, class_weight, options, head)
