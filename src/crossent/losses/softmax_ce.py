@@ -223,7 +223,9 @@ def softmax_cross_entropy_with_grad(
         \frac{\partial L}{\partial z_j} = \Big(\sum_c q_c + 2\zeta\ell\Big) p_j - q_j
 
     and ``"mean"`` divides by the number of examples (as PyTorch does);
-    `ignore_index` must be None with them (PyTorch does not support it either).
+    `ignore_index` does not apply to them: None or a negative value (PyTorch's
+    default -100) is accepted and ignored, a non-negative one is a ``ValueError``
+    (PyTorch refuses it too).
 
     The `z_loss` term (PaLM's auxiliary loss, pushing :math:`\ell` to 0) is
     added once per counted example and is not multiplied by any class weight.
