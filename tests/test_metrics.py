@@ -342,3 +342,17 @@ class TestTorchmetrics:
         mce = tm.classification.MulticlassCalibrationError(num_classes=10, n_bins=15, norm="max")
         mce.update(torch.tensor(softmax(logits[keep], axis=1)), torch.tensor(labels[keep]))
         assert r["mce"] == pytest.approx(float(mce.compute()), rel=1e-6)
+
+
+def test_probabilities_a_rounding_above_one_count_as_one():
+    for dtype, high in ((np.float32, 1.0003), (np.float16, 1.02)):  # within each dtype's tolerance
+        result = evaluate(probs=np.array([[high, 0.0]], dtype), labels=np.array([0]))
+        assert result["nll"] == result["entropy"] == 0.0 and result["perplexity"] == 1.0
+
+
+def test_big_endian_and_native_float64_give_the_same_numbers():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((300, 7)), rng.integers(0, 7, 300)
+    swapped, native = evaluate(logits=x.astype(">f8"), labels=y), evaluate(logits=x, labels=y)
+    for key in ("nll", "entropy", "brier", "ece", "accuracy"):
+        assert swapped[key] == native[key], key

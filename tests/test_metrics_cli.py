@@ -171,3 +171,38 @@ def test_peak_memory_is_bounded_by_the_batch_not_the_file(tmp_path):
     # The budget at the default batch (32 MiB of float64 predictions), from the same formula.
     default_bound = _cli_eval.PEAK_BATCHES * _cli_eval.BATCH_BYTES + _cli_eval.PEAK_SLACK_BYTES
     assert base + default_bound <= 512 << 20, f"{(base + default_bound) / 2**20:.0f} MiB at the default batch"
+
+
+def test_found_by_review_sizes_plots_objects_and_the_shown_k(capsys, tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((50, 4)), rng.integers(0, 4, 50)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    # a big-endian float64 file is read as float64, not cut to float32
+    np.save(tmp_path / "xbe.npy", x.astype(">f8"))
+    code, out, _ = _run(capsys, tmp_path / "xbe.npy", "--labels", tmp_path / "y.npy", "--json")
+    assert code == 0 and json.loads(out)["nll"] == evaluate(logits=x, labels=y)["nll"]
+    # with 4 classes the default top-k is 4, and the text says so (and the JSON gives k)
+    code, out, _ = _run(capsys, tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
+    assert code == 0 and "top-4 accuracy" in out
+    code, out, _ = _run(capsys, tmp_path / "x.npy", "--labels", tmp_path / "y.npy", "--json", "--top-k", "2")
+    assert json.loads(out)["top_k"] == 2
+    # sizes beyond what a batch or a bin count can be: one line, status 2 (pyarrow and lists overflowed)
+    for option in ("--bins", "--batch-rows"):
+        code, _, err = _run(capsys, tmp_path / "x.npy", "--labels", tmp_path / "y.npy", option, "99999999999999999999")
+        assert code == 2 and err.count("\n") == 1 and f"argument {option}: must be from 1 to" in err
+    # a plot that cannot be written is a failed write (status 1), found before any work
+    code, _, err = _run(capsys, tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+                        "--reliability-plot", tmp_path / "missing" / "r.png")
+    assert code == 1 and "cannot write" in err and err.count("\n") == 1
+    # a .npy of Python objects: an error that names the file
+    np.save(tmp_path / "objects.npy", np.array([[1.0, 2.0]] * 3, dtype=object), allow_pickle=True)
+    code, _, err = _run(capsys, tmp_path / "objects.npy", "--labels", tmp_path / "y.npy")
+    assert code == 2 and "objects.npy: holds Python objects" in err
+
+
+def test_the_default_csv_batch_counts_each_rows_own_list(tmp_path):
+    with open(tmp_path / "p.csv", "w") as f:
+        f.write("p,y\n0.5,1\n")
+    rows = _cli_eval._default_batch_rows(str(tmp_path / "p.csv"), None)
+    assert rows == _cli_eval.BATCH_BYTES // (2 * _cli_eval.CSV_VALUE_BYTES + _cli_eval.CSV_ROW_BYTES)

@@ -23,21 +23,29 @@ import time
 import numpy as np
 
 BATCH_BYTES = 32 << 20  # the default batch: 32 MiB of float64 predictions, far below the 512 MiB budget
-# The memory bound: a run adds at most PEAK_BATCHES batches (as float64, CSV: 32 bytes a value) plus
+# The memory bound: a run adds at most PEAK_BATCHES batches (as float64, CSV: CSV_VALUE_BYTES a value and
+# CSV_ROW_BYTES a row) plus
 # PEAK_SLACK_BYTES to the resident memory of the interpreter that has loaded crossent (and numba),
 # whatever the file size (tests/test_metrics_cli.py measures it).  At the default batch: 128 MiB.
 PEAK_BATCHES = 3
 PEAK_SLACK_BYTES = 32 << 20
+#: a CSV row in memory: 32 bytes a value (a Python float and its list slot) and 64 for the row's own list
+CSV_VALUE_BYTES, CSV_ROW_BYTES = 32, 64
+MAX_BINS = 100_000
 
 
-def _positive(text: str) -> int:
+def _positive(text: str, most: int = 2**31 - 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {most:,}, got {value}")
     return value
+
+
+def _bins(text: str) -> int:
+    return _positive(text, MAX_BINS)
 
 
 def add_eval_parser(subparsers):
@@ -64,7 +72,7 @@ def add_eval_parser(subparsers):
                         help="Parquet: the list column of predictions; CSV: a prediction column (repeat; "
                              "default: every column but the labels)")
     parser.add_argument("--ignore-index", type=int, default=None, metavar="N", help="label of rows that do not count")
-    parser.add_argument("--bins", type=_positive, default=15, help="confidence bins of ECE/MCE (default 15)")
+    parser.add_argument("--bins", type=_bins, default=15, help=f"confidence bins of ECE/MCE (default 15, at most {MAX_BINS:,})")
     parser.add_argument("--top-k", type=_positive, default=None, metavar="K",
                         help="k of the top-k accuracy (default 5, or the number of classes if fewer)")
     parser.add_argument("--batch-rows", type=_positive, default=None, metavar="N",
@@ -135,6 +143,8 @@ def run_eval(args):
     progress = _Progress(not args.no_progress)
     if args.partition_rows and args.dask is None:
         raise ValueError("--partition-rows sets the rows of a Dask task; it needs --dask")
+    if args.reliability_plot:
+        _check_reliability_plot(args.reliability_plot)
     if args.dask is not None:  # an empty address is refused there, not silently run on one process
         acc = _run_on_dask(args, sources, options, progress)
     else:
@@ -146,7 +156,7 @@ def run_eval(args):
             rows += _feed(acc, path, batches, _kind(args, path), args.normalize,
                           lambda n, done=rows: progress.show(done + n))
         progress.show(rows, final=True)
-    result = acc.result()
+    result = {**acc.result(), "top_k": acc.top_k_used}
     if args.reliability_plot:
         _write_reliability_plot(result, args.reliability_plot)
     return Output(_text(result, args, len(args.files)), _json(result))
@@ -280,7 +290,7 @@ def _default_batch_rows(path: str, column) -> int:
     elif lower.endswith(".csv"):
         from .metrics.io import csv_header
 
-        classes, value_bytes = len(csv_header(path)), 32  # a Python float and its list slot
+        return max(1, BATCH_BYTES // (CSV_VALUE_BYTES * len(csv_header(path)) + CSV_ROW_BYTES))
     elif column and len(column) == 1:
         from .metrics.io import parquet_values_per_row
 
@@ -292,7 +302,7 @@ def _text(result: dict, args, n_files: int) -> str:
     def f(x):
         return f"{x:.6g}" if math.isfinite(x) else str(x)
 
-    k = args.top_k or 5
+    k = result["top_k"]
     nll = f"{f(result['nll'])} nats"
     if "nll_base" in result:
         nll += f" ({f(result['nll_base'])} in base {args.base:g})"
@@ -316,14 +326,23 @@ def _json(result: dict) -> dict:
     return data
 
 
-def _write_reliability_plot(result: dict, path: str) -> None:
-    try:
-        import matplotlib
+def _check_reliability_plot(path: str) -> None:
+    """Before any work: matplotlib is there and `path`'s folder takes a new file (status 1, as a failed write)."""
+    import importlib.util
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ValueError("--reliability-plot needs matplotlib: pip install 'crossent[lab]'") from None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ModuleNotFoundError("--reliability-plot needs matplotlib", name="matplotlib")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise OSError(f"cannot write {path}: {'no such folder' if not os.path.isdir(folder) else 'permission denied'}")
+
+
+def _write_reliability_plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     bins = result["bins"]
     edges = bins["edges"]
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
@@ -339,7 +358,7 @@ def _write_reliability_plot(result: dict, path: str) -> None:
         fig.savefig(tmp)
         os.replace(tmp, path)  # the file appears only once it is complete
     except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror}") from None
+        raise OSError(f"cannot write {path}: {exc.strerror}") from None
     finally:
         plt.close(fig)
         if os.path.exists(tmp):

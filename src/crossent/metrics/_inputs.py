@@ -43,8 +43,9 @@ class FloatInput:
         block = self.array[lo:hi]
         if self.kind == _BFLOAT16_BITS:
             return (block.astype(np.uint32) << 16).view(np.float32)
-        if block.dtype in (np.float32, np.float64):
-            return np.ascontiguousarray(block)
+        if block.dtype.kind == "f" and block.dtype.itemsize >= 4:
+            # native byte order (a big-endian '>f8' stays float64); a long double is read as float64
+            return np.ascontiguousarray(block, dtype=np.float32 if block.dtype.itemsize == 4 else np.float64)
         return block.astype(np.float32)  # float16 and the float8 formats: exact in float32
 
 
@@ -153,6 +154,7 @@ def prob_row_stats(block: np.ndarray, labels: np.ndarray, kept: np.ndarray, firs
     tol = (sum_tolerance(block.dtype) if tolerance is None else tolerance) if block.ndim == 2 else 0.0  # no 1 - p > 1
     p = block.astype(np.float64)
     check_probabilities(p, first_row, tol)
+    np.minimum(p, 1.0, out=p)  # an entry a rounding above 1 (within the tolerance) counts as 1: no negative NLL
     n = p.shape[0]
     y = np.where(kept, labels, 0)
     with np.errstate(divide="ignore"):

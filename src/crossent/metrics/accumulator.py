@@ -120,6 +120,16 @@ class Accumulator:
     def _k(self) -> int:
         return min(int(self.top_k), self.num_classes) if isinstance(self.top_k, _DefaultTopK) else self.top_k
 
+    @property
+    def top_k_used(self) -> int:
+        """The k of ``top_k_accuracy``: `top_k`, or the default 5 lowered to the number of classes.
+
+        Examples:
+            >>> acc = Accumulator(); acc.update(logits=np.zeros((2, 3)), labels=np.array([0, 1])); acc.top_k_used
+            3
+        """
+        return int(self.top_k) if self.num_classes is None else int(self._k())
+
     def _set_num_classes(self, num_classes: int, name: str, shape) -> None:
         if self.num_classes is not None and num_classes != self.num_classes:
             raise ValueError(f"`{name}` of shape {shape} has {num_classes} classes; this accumulator has "

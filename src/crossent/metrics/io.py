@@ -40,6 +40,8 @@ def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype, int]:
         offset = f.tell()
     if fortran and len(shape) > 1:
         raise ValueError(f"{path}: Fortran-ordered arrays are not supported; save it C-ordered")
+    if dtype.hasobject:  # pickled Python objects: nothing to read as numbers (and never unpickled here)
+        raise ValueError(f"{path}: holds Python objects (dtype {dtype}), not numbers; save a numeric array")
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if os.path.getsize(path) < expected:
         raise ValueError(f"{path}: truncated: its header says shape {shape} of {dtype} ({expected} bytes), "
