@@ -183,3 +183,10 @@ def test_show_of_a_long_object_array_names_its_values_instead_of_crashing():
 
     with pytest.raises(TypeError, match="`logits` must be a floating array.*dtype object"):
         metrics.evaluate(logits=mixed, labels=np.zeros(10, dtype=int))
+
+
+def test_normalize_weights_never_rounds_a_subnormal_weight_to_zero():
+    from crossent._validate import normalize_weights
+
+    assert normalize_weights(np.array([5e-324, 1.0]), -1).tolist() == [5e-324, 1.0]
+    assert normalize_weights(np.array([1e308, 1e308, 5e307]), -1).tolist() == [0.4, 0.4, 0.2]  # still no overflow

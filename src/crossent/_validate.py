@@ -249,10 +249,14 @@ def normalize_weights(w: np.ndarray, axis: int | None) -> np.ndarray | None:
     peak = work.max(axis=axis, keepdims=True)
     if (peak <= 0).any():
         return None
-    # Scaling by a power of two is exact, and brings the largest entry into
-    # [1/2, 1): the sum is then at most the number of entries, so counts such
-    # as 1e308 + 1e308 cannot overflow it.  The quotient is rounded once more.
-    scaled = np.ldexp(work, -np.frexp(peak)[1])
+    # Where the sum could overflow (the largest entry above 2**1000), scaling by a
+    # power of two is exact and brings the largest entry into [1/2, 1): the sum
+    # is then at most the number of entries, so counts such as 1e308 + 1e308
+    # cannot overflow it (entries it rounds to 0 would be 0 in the quotient
+    # anyway).  Smaller entries are not scaled, so a subnormal weight such as
+    # 5e-324 is never halved to 0.  The quotient is rounded once more.
+    exponent = np.frexp(peak)[1]
+    scaled = np.ldexp(work, -np.where(exponent > 1000, exponent, 0))
     return (scaled / scaled.sum(axis=axis, keepdims=True)).astype(np.result_type(w.dtype, np.float32), copy=False)
 
 

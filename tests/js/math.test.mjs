@@ -135,3 +135,10 @@ test("setProbability keeps a distribution, and sampling converges to H(p, q)", (
   assert.ok(Math.abs(run[19999] - m.crossEntropy([0.5, 0.5], [0.9, 0.1])) < 0.05);
   assert.ok(m.samplingRun([0, 1], [0.5, 0.5], 100, 3).every((v) => Number.isFinite(v)), "never draws an impossible outcome");
 });
+
+test("KL stays finite where q is subnormal and p / q would overflow (as scipy's rel_entr)", () => {
+  // 0.7 (ln 0.7 - ln 5e-324) + 0.3 ln 0.3, in bits: crossent.measures gives 750.9187...
+  const expected = (0.7 * (Math.log(0.7) - Math.log(5e-324)) + 0.3 * Math.log(0.3)) / Math.LN2;
+  assertClose(m.klDivergence([0.7, 0.3], [5e-324, 1], "bits"), expected, "KL with q = 5e-324", 1e-12);
+  assert.ok(Number.isFinite(m.klDivergence([0.7, 0.3], [1e-310, 1])));
+});

@@ -91,3 +91,11 @@ test("Play's step stays within the race whatever the frame clock gives", () => {
   // a busy machine's first animation frame can carry a timestamp before the click's: never a step -1
   assert.deepEqual([-50, -4, 0, 4, 6, 1500, 2995, 3000, 1e9].map(playedStep), [0, 0, 0, 0, 1, 150, 300, 300, 300]);
 });
+
+test("a shared link restores a distribution bit for bit (no renormalising of a sum a rounding off 1)", () => {
+  const p = [0.07000000000000002, 0.4650000000000001, 0.2325, 0.2325];  // the page's own, summing to 1 + 2 ulp
+  const q = [0.1, 0.2, 0.3, 0.4];
+  const state = parseState(formatState({ ...DEFAULTS, p, q }));
+  assert.deepEqual([state.p, state.q], [p, q]);
+  assert.deepEqual(parseState("#p=2,2,4,8&q=1,1,1,1").p, [0.125, 0.125, 0.25, 0.5]);  // weights still normalised
+});

@@ -32,7 +32,9 @@ export function klDivergence(p, q, unit = "nats") {
   for (let i = 0; i < p.length; i++) {
     if (p[i] === 0) continue;
     if (q[i] === 0) return Infinity;
-    total += p[i] * Math.log(p[i] / q[i]);
+    // log(p/q), or log p - log q where the quotient overflows (a subnormal q) or underflows to 0
+    const ratio = p[i] / q[i];
+    total += p[i] * (ratio > 0 && ratio < Infinity ? Math.log(ratio) : Math.log(p[i]) - Math.log(q[i]));
   }
   return toUnit(Math.max(total, 0), unit) + 0;
 }

@@ -29,6 +29,8 @@ function distribution(text, fallback) {
   const v = numbers(text);
   if (v.length < 2 || v.length > 8 || v.some((x) => !Number.isFinite(x) || x < 0)) return fallback;
   const total = v.reduce((a, x) => a + x, 0);
+  // already a distribution up to rounding (the page's own, from a shared link): kept bit for bit
+  if (Math.abs(total - 1) <= 4 * v.length * Number.EPSILON) return v;
   // huge weights (1e308, 1e308) overflow their sum to ∞: then divide by the largest first
   const scaled = Number.isFinite(total) ? v : v.map((x) => x / Math.max(...v));
   const sum = scaled.reduce((a, x) => a + x, 0);
