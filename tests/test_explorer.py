@@ -153,6 +153,9 @@ def test_explore_never_overwrites_an_index_html_that_is_not_its_own(tmp_path, ca
     assert theirs.read_text(encoding="utf-8") == "<!doctype html><title>my project</title>"
     assert main(["explore", "--out", ""]) == 2  # "" would be the current folder
     assert "--out" in capsys.readouterr().err
+    (tmp_path / "d" / "index.html").mkdir(parents=True)  # a folder named index.html is not a page either
+    assert main(["explore", "--out", str(tmp_path / "d")]) == 2
+    assert "not a crossent explorer page" in capsys.readouterr().err and (tmp_path / "d" / "index.html").is_dir()
 
 
 def test_explore_into_a_file_fails_with_one_line(tmp_path, capsys):

@@ -136,7 +136,7 @@ def write_explorer(out=DEFAULT_OUT):
         raise ValueError("`out` (--out): the folder for the explorer must be named (got an empty path)")
     folder = Path(out)
     index = folder / "index.html"
-    if index.is_file() and not _is_explorer_page(index):
+    if index.exists() and not (index.is_file() and _is_explorer_page(index)):
         raise ValueError(f"`out` (--out): {index} exists and is not a crossent explorer page; it is left as it is, choose "
                          "another folder")
     folder.mkdir(parents=True, exist_ok=True)
