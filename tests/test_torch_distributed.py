@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import os
 import socket
 import sys
@@ -180,6 +181,17 @@ def scenario_log_probs(rank, world, sizes):
     return out
 
 
+def scenario_log_probs_masked(rank, world, sizes):
+    """A class masked by a -inf bias (on the last shard): entropy and gradients stay finite (they were NaN)."""
+    h, w, b, y, g_lp, g_h = linear_inputs(seed=4)
+    b = b.clone()
+    b[-1] = -math.inf
+    y = torch.where(y == V - 1, 0, y)  # no kept target on the masked class
+    leaves = [h.clone().requires_grad_(), _shard(w, sizes, rank, 0).clone().requires_grad_()]
+    lp, ent = ctd.vocab_parallel_linear_log_probs_and_entropy(*leaves, y, _shard(b, sizes, rank), chunk_size=4)
+    return lp.detach(), ent.detach(), torch.autograd.grad((lp, ent), leaves, (g_lp, g_h)), (h, w, b, y, g_lp, g_h)
+
+
 def scenario_data_parallel(rank, world, sizes):
     """Unequal token counts per rank: the DDP average of per-rank means, and the global denominator."""
     if world != 2:
@@ -245,6 +257,10 @@ def _error_cases(rank, world, sizes):
             shard, y, class_weight=negative if rank == 0 else w),
         "linear_target_differs": lambda: ctd.vocab_parallel_linear_cross_entropy(
             x[:, :3], torch.ones(sizes[rank], 3, dtype=F64), other if last else y),
+        # rank 0: labels (2, 0) at positions 0 and 1, the last rank (0, 1): equal under weights 1 and 2
+        "target_differs_with_an_equal_weighted_sum": lambda: ctd.vocab_parallel_cross_entropy(
+            shard, torch.cat([torch.tensor([0, 1]) if last else torch.tensor([2, 0]), y[2:]])),
+        "dtype_differs": lambda: ctd.vocab_parallel_cross_entropy(shard.float() if last else shard, y),
         "denominator_bad_label_on_last_rank": lambda: ctd.global_denominator(
             torch.tensor([1, -5]) if last else torch.tensor([1, 2])),
     }
@@ -459,6 +475,21 @@ def test_log_probs_and_entropy_match_single_process(world, scale_index):
             assert_close(got_set[2], _shard(want_set[2], SPLITS[size], rank))
 
 
+def test_log_probs_with_a_masked_class_are_finite_and_match_single_process(world):
+    size, results = world
+    h, w, b, y, g_lp, g_h = results[0]["log_probs_masked"][3]
+    leaves = [h.clone().requires_grad_(), w.clone().requires_grad_()]
+    ref_lp, ref_h = ct.linear_log_probs_and_entropy(*leaves, y, b)
+    ref_grads = torch.autograd.grad((ref_lp, ref_h), leaves, (g_lp, g_h))
+    for rank, result in enumerate(results):
+        lp, ent, grads, _ = result["log_probs_masked"]
+        assert bool(torch.isfinite(ent).all()) and all(bool(torch.isfinite(g).all()) for g in grads)
+        assert_close(lp, ref_lp.detach())
+        assert_close(ent, ref_h.detach())
+        assert_close(grads[0], ref_grads[0])
+        assert_close(grads[1], _shard(ref_grads[1], SPLITS[size], rank, 0))
+
+
 # --------------------------------------------------------------------------- data parallel
 
 
@@ -513,6 +544,8 @@ def test_errors_name_the_rank_or_the_problem(world2):
     assert "[0, 11)" in errors["label_out_of_range"]
     assert "all_masked" in errors["kept_row_all_masked"]
     assert "rank 0" in errors["class_weight_negative_on_first_rank"]
+    assert "rank 1" in errors["target_differs_with_an_equal_weighted_sum"]
+    assert "the dtype" in errors["dtype_differs"]
 
 
 # --------------------------------------------------------------------------- the conformance table, split

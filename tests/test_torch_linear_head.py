@@ -393,3 +393,22 @@ def test_log_probs_are_never_positive_and_entropy_never_negative(scale, offset, 
     lp, ent = ct.linear_log_probs_and_entropy(h, w, y, b, temperature=temperature, chunk_size=4, vocab_tile=tile)
     assert bool((lp <= 0).all()) and bool((ent >= 0).all()), (lp, ent)
     assert bool(lp.isfinite().all() | (lp == -math.inf).all()) and bool(ent.isfinite().all())
+
+
+def test_log_probs_gradients_with_a_masked_class_and_large_entropy_weights_are_finite():
+    # -(g_lp + g_H (d + H)) p with d = -inf where p = 0: the term is 0, never -inf * 0 = NaN, whatever g_H
+    h, w, b, y = problem(n=6, d=3, v=7)
+    b = b.clone()
+    b[2] = -math.inf
+    y = torch.where(y == 2, 0, y)
+    leaves = [t.clone().requires_grad_() for t in (h, w)]
+    lp, ent = ct.linear_log_probs_and_entropy(*leaves, y, b)
+    up = torch.linspace(-3.0, 3.0, 6, dtype=torch.float64)
+    grads = torch.autograd.grad((lp, ent), leaves, (up, 2.0 * up))
+    ref_lp, ref_h = reference_log_probs(*leaves, y, b)
+    ref_h = torch.where(y != -100, -(torch.log_softmax(F.linear(leaves[0], leaves[1], b), 1).exp()
+                                     * torch.log_softmax(F.linear(leaves[0], leaves[1], b), 1).nan_to_num(neginf=0.0)).sum(1), 0.0)
+    ref = torch.autograd.grad((ref_lp, ref_h), leaves, (up, 2.0 * up))
+    for a, c in zip(grads, ref):
+        assert bool(torch.isfinite(a).all())
+        assert_close(a, c)

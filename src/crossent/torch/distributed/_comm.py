@@ -22,7 +22,9 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-_MIXER = 65521  # the labels' checksum weights position i by (i mod 65521) + 1: a swap of two labels changes it
+# the labels' checksum: sum_i ((y_i + 1) M_i mod P) with pseudo-random multipliers M_i = (a i + c) mod P, so
+# that no simple difference (a swap, y and y' with equal weighted sums under small weights) cancels out
+_PRIME, _MULTIPLIER, _OFFSET = 2**31 - 1, 48271, 12345
 _NO_LABEL = 2**62  # the range of an empty set of kept labels: [_NO_LABEL, -1]
 
 
@@ -67,10 +69,11 @@ def exchange_layout(local_classes: int, labels: torch.Tensor, kept: torch.Tensor
     """
     rank, size = rank_and_size(group)
     n = labels.numel()
-    position = torch.arange(n, device=labels.device) % _MIXER + 1
+    multiplier = (torch.arange(n, device=labels.device) * _MULTIPLIER + _OFFSET) % _PRIME
+    checksum = torch.remainder((labels + 1) % _PRIME * multiplier, _PRIME).sum()  # each term < 2**31: no overflow
     meta = torch.stack([
         torch.tensor(local_classes, device=labels.device), torch.tensor(n, device=labels.device),
-        (labels * position).sum(), torch.tensor(signature, device=labels.device),
+        checksum, torch.tensor(signature, device=labels.device),
         torch.where(kept, labels, _NO_LABEL).amin() if n else torch.tensor(_NO_LABEL, device=labels.device),
         torch.where(kept, labels, -1).amax() if n else torch.tensor(-1, device=labels.device),
         torch.tensor(0, device=labels.device) if class_weight is None
@@ -87,7 +90,7 @@ def exchange_layout(local_classes: int, labels: torch.Tensor, kept: torch.Tensor
             raise ValueError(f"`target` holds {row[1]} tokens on rank {r} but {table[0][1]} on rank 0: every rank "
                              "of the tensor-parallel group must pass the same tokens.")
         if row[3] != table[0][3]:
-            raise ValueError(f"the options (label_smoothing, ignore_index, z_loss, reduction, ...) on rank {r} "
+            raise ValueError(f"the options (label_smoothing, ignore_index, z_loss, reduction, the dtype, ...) on rank {r} "
                              "differ from those on rank 0: every rank must pass the same.")
         if row[2] != table[0][2]:
             raise ValueError(f"`target` on rank {r} differs from `target` on rank 0: every rank of the "
@@ -143,7 +146,8 @@ def local_stats(x, labels, kept, start: int, coef=None, moment: bool = False, ze
     moment_sum = None
     if moment:
         exps = shifted.exp()
-        moment_sum = (exps * shifted).sum(1)  # the maxima's terms are 0 * 1
+        # the maxima's terms are 0 * 1; a masked (-inf) class's is exp(-inf) * -inf: counted 0, never NaN
+        moment_sum = (exps * shifted.clamp(min=torch.finfo(shifted.dtype).min)).sum(1)
     else:
         exps = shifted.exp_()  # in place
     rest = below.mul_(exps).sum(1)  # the sum without the maxima: log1p keeps a confident row's digits

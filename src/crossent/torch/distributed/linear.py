@@ -71,7 +71,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dtype = _checks.compute_dtype(hidden.dtype)
         kept = labels != options.ignore_index if options.ignore_index is not None else torch.ones_like(labels, dtype=bool)
         layout = _comm.exchange_layout(weight.shape[0], labels, kept,
-                                       signature(options, class_weight, global_denominator, "linear"), group,
+                                       signature(options, class_weight, global_denominator, "linear", str(dtype)), group,
                                        hidden.device, class_weight)
         s = _softmax.setup(options, class_weight, layout, dtype, hidden.device)
         chunk = _comm.chunk_rows(chunk_size, hidden.shape[0], weight.shape[0], dtype)
@@ -107,7 +107,7 @@ class _LinearLogProbs(torch.autograd.Function):
                 all_reduce_hidden_grad):
         dtype = _checks.compute_dtype(hidden.dtype)
         kept = labels != ignore_index if ignore_index is not None else torch.ones_like(labels, dtype=bool)
-        sig = _comm.options_signature("log_probs", ignore_index, temperature, want_entropy)
+        sig = _comm.options_signature("log_probs", ignore_index, temperature, want_entropy, str(dtype))
         layout = _comm.exchange_layout(weight.shape[0], labels, kept, sig, group, hidden.device)
         chunk = _comm.chunk_rows(chunk_size, hidden.shape[0], weight.shape[0], dtype)
         stats = _local_pass(hidden, weight, bias, labels, kept, layout, chunk, dtype, moment=want_entropy,
@@ -144,6 +144,9 @@ class _LinearLogProbs(torch.autograd.Function):
             if h is None:
                 grad = p.mul_(-g[a:b, None])
             else:  # -p (g + h (log p + H))
+                # where p = 0 (a masked class: log p = -inf) the term is 0: log p is set to 0 there first, so
+                # no -inf * 0 (or an overflow times 0) makes a NaN
+                log_p.masked_fill_(p == 0, 0.0)
                 grad = log_p.add_(entropy[a:b, None]).mul_(h[a:b, None]).add_(g[a:b, None]).mul_(p).neg_()
             y = labels[a:b]
             mine = kept[a:b] & (y >= ctx.start) & (y < ctx.start + v)

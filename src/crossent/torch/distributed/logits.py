@@ -54,7 +54,8 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         dtype = _checks.compute_dtype(logits_shard.dtype)
         x = _rows(logits_shard).to(dtype)
         kept = labels != options.ignore_index if options.ignore_index is not None else torch.ones_like(labels, dtype=bool)
-        layout = _comm.exchange_layout(x.shape[1], labels, kept, signature(options, class_weight, global_denominator),
+        layout = _comm.exchange_layout(x.shape[1], labels, kept, signature(options, class_weight, global_denominator,
+                                                                         str(dtype)),
                                        group, x.device, class_weight)
         s = _softmax.setup(options, class_weight, layout, dtype, x.device)
         chunk = _comm.chunk_rows(None, x.shape[0], x.shape[1], dtype)  # the temporaries: one block of rows

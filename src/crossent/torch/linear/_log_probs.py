@@ -70,7 +70,6 @@ def _backward(hidden, weight, bias, labels, kept, frame, log_sum, entropy, grad_
     zero = torch.zeros(n, dtype=dtype, device=hidden.device)
     g_lp = torch.where(kept, grad_lp.to(dtype) * inv_t, 0.0) if grad_lp is not None else zero
     g_h = torch.where(kept, grad_h.to(dtype) * inv_t, 0.0) if grad_h is not None else None
-    lowest = torch.finfo(dtype).min
     prob = torch.empty_like(ws.aux) if g_h is not None else None
     for number, (start, stop) in enumerate(_blocks.spans(n, config.chunk_size)):
         rows = stop - start
@@ -96,8 +95,9 @@ def _backward(hidden, weight, bias, labels, kept, frame, log_sum, entropy, grad_
             else:
                 x.sub_(log_sum[start:stop, None])  # d = z - lse <= 0
                 p = torch.exp(x, out=prob[: x.numel()].view(x.shape))
-                # -(g_lp + g_H (d + H)) p: d is lifted from -inf (masked) first, where p = 0 must count 0.
-                x.clamp_(min=lowest).add_(entropy[start:stop, None]).mul_(g_h[start:stop, None])
+                # -(g_lp + g_H (d + H)) p: where p = 0 (a masked class, d = -inf, or d below the exponential's
+                # range) the term is 0; d is set to 0 there first, so no -inf * 0 or overflow * 0 makes a NaN.
+                x.masked_fill_(p == 0, 0.0).add_(entropy[start:stop, None]).mul_(g_h[start:stop, None])
                 g = x.add_(lp_c[:, None]).mul_(p).neg_()
                 g.scatter_add_(1, index[:, None], torch.where(in_tile, lp_c, 0.0)[:, None])
                 if chain is not None:
