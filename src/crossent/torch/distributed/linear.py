@@ -26,6 +26,7 @@ from crossent._rules import CrossEntropyOptions, check_ignore_index, check_nonne
 
 from .. import _checks, _plain
 from ..linear import _head
+from ..linear._log_probs import log_prob_entropy_gradient
 from . import _comm, _softmax
 from .logits import check_class_weight, check_targets, signature
 
@@ -143,11 +144,8 @@ class _LinearLogProbs(torch.autograd.Function):
             p = log_p.exp()
             if h is None:
                 grad = p.mul_(-g[a:b, None])
-            else:  # -p (g + h (log p + H))
-                # where p = 0 (a masked class: log p = -inf) the term is 0: log p is set to 0 there first, so
-                # no -inf * 0 (or an overflow times 0) makes a NaN
-                log_p.masked_fill_(p == 0, 0.0)
-                grad = log_p.add_(entropy[a:b, None]).mul_(h[a:b, None]).add_(g[a:b, None]).mul_(p).neg_()
+            else:  # -p (g + h (log p + H)), 0 where p = 0
+                grad = log_prob_entropy_gradient(log_p, p, entropy[a:b], h[a:b], g[a:b])
             y = labels[a:b]
             mine = kept[a:b] & (y >= ctx.start) & (y < ctx.start + v)
             if v:

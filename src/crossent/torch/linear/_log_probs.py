@@ -59,6 +59,18 @@ def _forward(hidden, weight, bias, labels, kept, config: _Config):
     return log_probs, entropy, frame, log_sum
 
 
+def log_prob_entropy_gradient(log_p, p, entropy, g_h, g_lp):
+    """``-(g_lp + g_H (log p + H)) p`` (the logits' gradient of per-token log-probs and entropies), in `log_p`.
+
+    Where ``p = 0`` (a masked class: ``log p = -inf``, or one below the
+    exponential's range) the term is 0: ``log p`` is set to 0 there first, so
+    no ``-inf * 0`` (or an overflow times 0) makes a NaN.  `entropy`, `g_h`
+    and `g_lp` are per row.
+    """
+    log_p.masked_fill_(p == 0, 0.0)
+    return log_p.add_(entropy[:, None]).mul_(g_h[:, None]).add_(g_lp[:, None]).mul_(p).neg_()
+
+
 def _backward(hidden, weight, bias, labels, kept, frame, log_sum, entropy, grad_lp, grad_h, config, needs):
     r"""``G = chain/T (p (-(g_lp + g_H (z - lse + H))) + g_lp [j = y])``, recomputing each tile of logits."""
     n = hidden.shape[0]
@@ -95,10 +107,7 @@ def _backward(hidden, weight, bias, labels, kept, frame, log_sum, entropy, grad_
             else:
                 x.sub_(log_sum[start:stop, None])  # d = z - lse <= 0
                 p = torch.exp(x, out=prob[: x.numel()].view(x.shape))
-                # -(g_lp + g_H (d + H)) p: where p = 0 (a masked class, d = -inf, or d below the exponential's
-                # range) the term is 0; d is set to 0 there first, so no -inf * 0 or overflow * 0 makes a NaN.
-                x.masked_fill_(p == 0, 0.0).add_(entropy[start:stop, None]).mul_(g_h[start:stop, None])
-                g = x.add_(lp_c[:, None]).mul_(p).neg_()
+                g = log_prob_entropy_gradient(x, p, entropy[start:stop], g_h[start:stop], lp_c)
                 g.scatter_add_(1, index[:, None], torch.where(in_tile, lp_c, 0.0)[:, None])
                 if chain is not None:
                     g.mul_(chain)

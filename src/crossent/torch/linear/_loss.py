@@ -286,20 +286,15 @@ class _LinearCrossEntropyFunction(torch.autograd.Function):
             loss = _head.plain_loss(hidden, weight, bias, labels, class_weight, options, config.head)
             grads = iter(torch.autograd.grad(loss, wanted, grad_loss, create_graph=True))
             return (*(next(grads) if need else None for need in ctx.needs_input_grad[:3]),) + (None,) * 4
-        if ctx.precomputed is not None:
-            grads, ctx.precomputed = ctx.precomputed, None
-            if not _is_one(grad_loss):
-                for g in grads:
-                    if g is not None:
-                        g.mul_(grad_loss.to(g.dtype))
-            return (*grads,) + (None,) * 4
         if options.reduction == "none":
             grads = _recompute_gradients(hidden, weight, bias, labels, class_weight, frame, log_sum, config,
                                          ctx.needs_input_grad[:3], grad_loss.reshape(-1).to(frame.dtype))
             return (*grads,) + (None,) * 4
-        # a second backward through a retained graph: the forward's own computation again, so the same
-        # numbers as the first backward's (autograd's gradcheck asks for that), scaled the same way
-        grads = _forward(hidden, weight, bias, labels, class_weight, config, ctx.needs_input_grad[:3])[5]
+        if ctx.precomputed is not None:
+            grads, ctx.precomputed = ctx.precomputed, None
+        else:  # a second backward through a retained graph: the forward's own computation again, so the same
+            # numbers as the first backward's (autograd's gradcheck asks for that)
+            grads = _forward(hidden, weight, bias, labels, class_weight, config, ctx.needs_input_grad[:3])[5]
         if not _is_one(grad_loss):
             for g in grads:
                 if g is not None:
